@@ -1,0 +1,315 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+use std::collections::HashMap;
+
+const SEED: &str = include_str!("../../conf/gateway.yaml");
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    move |k: &str| map.get(k).cloned()
+}
+
+fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Loaded, Vec<String>> {
+    Config::load(yaml, &env_of(env), &Overrides::default())
+}
+
+fn ok(yaml: &str, env: &[(&str, &str)]) -> Config {
+    match load(yaml, env) {
+        Ok(l) => l.config,
+        Err(e) => panic!("config should load, got {e:?}"),
+    }
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load(yaml, &[]) {
+        Ok(_) => panic!("config should be rejected"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn the_seed_production_file_is_accepted_as_written() {
+    let c = ok(SEED, &[("OPENAI_API_KEY", "sk-a"), ("GEMINI_API_KEY", "g-b")]);
+    assert_eq!(c.auth.mode, AuthMode::Hybrid);
+    assert!(c.auth.allow_client_keys);
+    assert!(!c.auth.require_auth_header);
+    let openai = &c.providers[&ProviderKind::OpenAi];
+    assert_eq!(openai.base_url, "https://api.openai.com/v1");
+    assert_eq!(openai.timeout, Duration::from_millis(30000));
+    assert_eq!(openai.retry_count, 3);
+    assert_eq!(openai.api_key.as_ref().map(|k| k.expose()), Some("sk-a"));
+    assert_eq!(c.providers[&ProviderKind::Gemini].base_url, "https://generativelanguage.googleapis.com/v1");
+    assert_eq!(c.routing.strategy, Strategy::CostOptimized);
+    assert!(c.routing.failover_enabled);
+    assert_eq!(c.cache.ttl, Duration::from_secs(3600));
+    assert_eq!(c.cache.max_size, 1000);
+    assert_eq!(c.security.cors_origins, vec!["*".to_string()]);
+    assert_eq!(c.security.rate_limit_rpm, 1000);
+    assert_eq!(c.security.api_key_header, "X-API-Key");
+    assert_eq!(c.logging.format, LogFormat::Json);
+}
+
+#[test]
+fn an_unset_provider_key_is_a_warning_not_an_error() {
+    let loaded = load(SEED, &[]).unwrap();
+    assert!(loaded.config.providers[&ProviderKind::OpenAi].api_key.is_none());
+    assert!(
+        loaded.warnings.iter().any(|w| w.starts_with("providers.openai.api_key: references an unset")),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn every_extension_of_spec_section_3_parses() {
+    let yaml = r#"
+server:
+  host: 127.0.0.1
+  port: 9090
+  max_body_bytes: 1048576
+  tls: { cert: /tmp/cert.pem, key: /tmp/key.pem }
+  max_concurrent_requests: 50
+  request_timeout: 5000
+  threads: 2
+  grace_period_seconds: 5
+auth:
+  mode: gateway
+  allow_client_keys: false
+  require_auth_header: true
+  keys:
+    - { id: team-a, key: "${TEAM_A_KEY}", rate_limit_rpm: 300 }
+    - { id: team-b, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", tpm: 1000 }
+providers:
+  openai:
+    enabled: true
+    api_key: "${OPENAI_API_KEY}"
+    base_url: "https://api.openai.com/v1"
+    timeout: 30000
+    retry_count: 3
+    endpoints:
+      - { base_url: "https://eu.example/v1", api_key: "${OPENAI_KEY_2}", weight: 2 }
+    models: [gpt-4o-mini, gpt-4o]
+    ca_file: /path/ca.pem
+  gemini:
+    enabled: false
+routing:
+  strategy: performance
+  failover_enabled: false
+  health_check_interval_ms: 1000
+  models:
+    default: [openai/gpt-4o-mini, gemini/gemini-2.0-flash]
+pricing:
+  gemini/gemini-2.0-flash: { input: 0.10, output: 0.40 }
+cache:
+  enabled: true
+  ttl: 60
+  max_size: 10
+  redis_url: "${REDIS_URL}"
+security:
+  cors_origins: ["https://app.example"]
+  rate_limit_rpm: 10
+  api_key_header: "X-Gateway-Key"
+logging:
+  level: warn
+  format: text
+  output: file
+  file: /tmp/gw.log
+  include_request_id: false
+  include_provider_info: false
+"#;
+    let c = ok(yaml, &[("TEAM_A_KEY", "ta-secret-1f2e"), ("REDIS_URL", "redis://:pw-secret-9a@r:6379")]);
+    assert_eq!(c.server.port, 9090);
+    assert!(c.server.tls.is_some());
+    assert_eq!(c.server.request_timeout, Duration::from_millis(5000));
+    assert_eq!(c.auth.keys.len(), 2);
+    assert_eq!(c.auth.keys[0].sha256, crate::auth::sha256(b"ta-secret-1f2e"));
+    assert_eq!(c.auth.keys[0].rate_limit_rpm, Some(300));
+    assert_eq!(c.auth.keys[1].sha256, crate::auth::sha256(b"test"));
+    assert_eq!(c.auth.keys[1].tpm, Some(1000));
+    let openai = &c.providers[&ProviderKind::OpenAi];
+    assert_eq!(openai.endpoints[0].weight, 2);
+    assert!(openai.endpoints[0].api_key.is_none());
+    assert_eq!(openai.models.as_deref(), Some(&["gpt-4o-mini".to_string(), "gpt-4o".to_string()][..]));
+    assert!(!c.providers[&ProviderKind::Gemini].enabled);
+    assert_eq!(c.routing.models["default"].len(), 2);
+    assert_eq!(c.pricing["gemini/gemini-2.0-flash"], Price { input: 0.10, output: 0.40 });
+    assert_eq!(c.cache.redis_url.as_ref().map(|u| u.redacted()), Some("redis://[REDACTED]@r:6379".into()));
+    assert_eq!(c.logging.output, LogOutput::File);
+    let shown = c.redacted_json().to_string();
+    assert!(!shown.contains("ta-secret-1f2e") && !shown.contains("pw-secret-9a"), "{shown}");
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_path() {
+    assert_eq!(
+        errors("auth:\n  modee: hybrid\n"),
+        vec!["auth.modee: unknown field (expected one of: mode, allow_client_keys, require_auth_header, keys)"]
+    );
+    assert_eq!(
+        errors("cahce: {}\n"),
+        vec!["cahce: unknown field (expected one of: server, auth, providers, routing, pricing, cache, security, logging)"]
+    );
+}
+
+#[test]
+fn a_wrong_type_is_named_with_its_path() {
+    assert_eq!(errors("cache:\n  enabled: maybe\n"), vec!["cache.enabled: expected true or false, got \"maybe\""]);
+    assert_eq!(errors("security:\n  cors_origins: 5\n"), vec!["security.cors_origins: expected a list of strings, got 5"]);
+    assert_eq!(errors("providers: [1]\n"), vec!["providers: expected a mapping, got a list"]);
+}
+
+#[test]
+fn a_bad_enum_value_lists_the_choices() {
+    assert_eq!(errors("auth:\n  mode: sso\n"), vec!["auth.mode: expected one of gateway, client, hybrid, got \"sso\""]);
+    assert_eq!(
+        errors("routing:\n  strategy: fastest\n"),
+        vec!["routing.strategy: expected one of round_robin, performance, cost_optimized, got \"fastest\""]
+    );
+}
+
+#[test]
+fn an_unparsable_number_is_named_with_its_path() {
+    assert_eq!(
+        errors("providers:\n  openai:\n    timeout: abc\n"),
+        vec!["providers.openai.timeout: expected a number of milliseconds, got \"abc\""]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = errors("auth:\n  mode: sso\ncache:\n  ttl: soon\n  typo: 1\n");
+    assert_eq!(e.len(), 3, "{e:?}");
+}
+
+#[test]
+fn a_secret_is_never_echoed_in_an_error() {
+    let e = errors("providers:\n  openai:\n    api_key: [\"sk-secret-in-list\"]\n");
+    assert_eq!(e, vec!["providers.openai.api_key: expected a string, got a list"]);
+}
+
+#[test]
+fn invalid_yaml_is_one_line() {
+    let e = errors("auth: [\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("invalid YAML"), "{e:?}");
+}
+
+#[test]
+fn variables_expand_with_defaults() {
+    let c = ok("server:\n  host: \"${H:-127.0.0.2}\"\n  port: \"${P}\"\n", &[("P", "7000")]);
+    assert_eq!(c.server.host, "127.0.0.2");
+    assert_eq!(c.server.port, 7000);
+}
+
+// One test per environment variable of SPEC §2: each overrides the file.
+
+const FILE: &str = "server: { port: 8081, max_concurrent_requests: 10, request_timeout: 1000 }\n\
+cache: { enabled: true }\nsecurity: { cors_enabled: true, rate_limiting_enabled: true }\n\
+routing: { health_check_interval_ms: 5000 }\nlogging: { level: info, format: json }\n\
+providers: { openai: { api_key: from-file }, gemini: { api_key: from-file } }\n";
+
+#[test]
+fn env_gateway_port() {
+    assert_eq!(ok(FILE, &[("GATEWAY_PORT", "8082")]).server.port, 8082);
+    assert_eq!(load(FILE, &[("GATEWAY_PORT", "x")]).unwrap_err(), vec!["GATEWAY_PORT: expected a whole number, got \"x\""]);
+}
+
+#[test]
+fn env_node_env_development_means_debug_and_text() {
+    let c = ok(FILE, &[("NODE_ENV", "development")]);
+    assert_eq!((c.logging.level, c.logging.format), (LogLevel::Debug, LogFormat::Text));
+    assert_eq!(c.server.environment, "development");
+    let c = ok(FILE, &[("NODE_ENV", "production")]);
+    assert_eq!((c.logging.level, c.logging.format), (LogLevel::Info, LogFormat::Json));
+}
+
+#[test]
+fn env_gateway_env_wins_over_node_env() {
+    let c = ok(FILE, &[("NODE_ENV", "production"), ("GATEWAY_ENV", "development")]);
+    assert_eq!(c.logging.level, LogLevel::Debug);
+}
+
+#[test]
+fn env_openai_api_key() {
+    let c = ok(FILE, &[("OPENAI_API_KEY", "sk-env")]);
+    assert_eq!(c.providers[&ProviderKind::OpenAi].api_key.as_ref().map(|k| k.expose()), Some("sk-env"));
+}
+
+#[test]
+fn env_gemini_api_key() {
+    let c = ok(FILE, &[("GEMINI_API_KEY", "g-env")]);
+    assert_eq!(c.providers[&ProviderKind::Gemini].api_key.as_ref().map(|k| k.expose()), Some("g-env"));
+}
+
+#[test]
+fn env_cache_enabled() {
+    assert!(!ok(FILE, &[("CACHE_ENABLED", "false")]).cache.enabled);
+}
+
+#[test]
+fn env_rate_limiting_enabled() {
+    assert!(!ok(FILE, &[("RATE_LIMITING_ENABLED", "false")]).security.rate_limiting_enabled);
+}
+
+#[test]
+fn env_cors_enabled() {
+    assert!(!ok(FILE, &[("CORS_ENABLED", "0")]).security.cors_enabled);
+    assert_eq!(load(FILE, &[("CORS_ENABLED", "perhaps")]).unwrap_err(), vec!["CORS_ENABLED: expected true or false, got \"perhaps\""]);
+}
+
+#[test]
+fn env_max_concurrent_requests() {
+    assert_eq!(ok(FILE, &[("MAX_CONCURRENT_REQUESTS", "100")]).server.max_concurrent_requests, 100);
+}
+
+#[test]
+fn env_request_timeout() {
+    assert_eq!(ok(FILE, &[("REQUEST_TIMEOUT", "30000")]).server.request_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn env_health_check_interval_ms() {
+    assert_eq!(ok(FILE, &[("HEALTH_CHECK_INTERVAL_MS", "250")]).routing.health_check_interval, Duration::from_millis(250));
+    assert_eq!(ok("", &[]).routing.health_check_interval, Duration::from_millis(30000), "default");
+}
+
+#[test]
+fn env_redis_url() {
+    let c = ok(FILE, &[("REDIS_URL", "redis://127.0.0.1:6390")]);
+    assert_eq!(c.cache.redis_url.as_ref().map(|u| u.expose()), Some("redis://127.0.0.1:6390"));
+}
+
+#[test]
+fn env_debug_targets() {
+    assert_eq!(ok(FILE, &[("DEBUG", "*")]).logging.debug, vec!["*"]);
+    assert_eq!(
+        ok(FILE, &[("DEBUG", "gateway:router,gateway:cache")]).logging.debug,
+        vec!["gateway:router", "gateway:cache"]
+    );
+}
+
+#[test]
+fn precedence_is_defaults_then_file_then_env_then_flags() {
+    assert_eq!(ok("", &[]).server.port, 8080, "default");
+    assert_eq!(ok(FILE, &[]).server.port, 8081, "file over default");
+    assert_eq!(ok(FILE, &[("GATEWAY_PORT", "8082")]).server.port, 8082, "env over file");
+    let flags = Overrides { port: Some(8083), log_level: Some(LogLevel::Error), ..Overrides::default() };
+    let c = Config::load(FILE, &env_of(&[("GATEWAY_PORT", "8082"), ("NODE_ENV", "development")]), &flags).unwrap().config;
+    assert_eq!(c.server.port, 8083, "flag over env");
+    assert_eq!(c.logging.level, LogLevel::Error, "flag over env");
+}
+
+#[test]
+fn virtual_model_candidates_need_a_provider_prefix() {
+    assert_eq!(
+        errors("routing:\n  models:\n    fast: [gpt-4o-mini]\n"),
+        vec!["routing.models.fast[0]: expected provider/model with provider openai or gemini, got \"gpt-4o-mini\""]
+    );
+}
+
+#[test]
+fn a_bad_base_url_is_named() {
+    let e = errors("providers:\n  openai:\n    base_url: ftp://x\n");
+    assert_eq!(e, vec!["providers.openai.base_url: expected an http:// or https:// URL, got \"ftp://x\""]);
+}

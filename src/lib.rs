@@ -1,0 +1,21 @@
+//! llm-gateway: an OpenAI- and Gemini-compatible LLM API gateway on Cloudflare Pingora.
+//!
+//! `main.rs` only wires; everything here is reachable from tests.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod metrics;
+pub mod providers {
+    pub mod gemini;
+}
+pub mod proxy;
+pub mod routes;
+pub mod routing;
+pub mod server;
+pub mod sse;
+pub mod state;
+pub mod upstream;

@@ -1,0 +1,497 @@
+//! The Pingora `ProxyHttp` implementation.
+//!
+//! Phase chart (see README, "Architecture"):
+//!
+//! ```text
+//! request_filter ── route ──┬─ /health*, /config, /metrics, /v1/models, preflight ─ answered here
+//!                           └─ LLM routes: access key → concurrency slot → read body (≤ max_body_bytes)
+//!                              → parse model → resolve candidates → relay::run (peer choice,
+//!                              pooled upstream call, failover, streaming, Gemini translation)
+//! logging        ── access-log line + metrics
+//! ```
+//!
+//! Every request is answered inside `request_filter`, which returns `Ok(true)`: Pingora's own
+//! upstream phases never run, because Pingora 0.9 cannot forward a body larger than 64 KiB that
+//! was read before choosing the peer — and the model that chooses the peer is in the body.
+
+mod relay;
+pub mod respond;
+
+use crate::auth::{self, AccessDenied, Caller, ClientKeys};
+use crate::config::ProviderKind;
+use crate::error::GatewayError;
+use crate::logging::{self, targets, AccessRecord};
+use crate::metrics;
+use crate::routes::{self, GeminiMethod, Route};
+use crate::routing::{self, Candidate};
+use crate::state::{Runtime, State};
+use async_trait::async_trait;
+use bytes::Bytes;
+pub use relay::MAX_ATTEMPTS;
+use relay::{Job, Op};
+use respond::{send, send_error, send_json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+
+/// The gateway service: every request is handled from `request_filter`.
+pub struct Gateway {
+    pub state: Arc<State>,
+}
+
+/// Per-request state shared by the phases.
+pub struct Ctx {
+    pub start: Instant,
+    pub request_id: String,
+    pub route: &'static str,
+    pub status: u16,
+    pub provider: Option<ProviderKind>,
+    pub model: Option<String>,
+    pub peer: Option<String>,
+    pub attempts: u32,
+    pub key_id: Option<String>,
+    pub key_source: Option<&'static str>,
+    pub cache: &'static str,
+    pub error: Option<&'static str>,
+    /// (prompt, completion) tokens reported by the upstream.
+    pub usage: Option<(u64, u64)>,
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx {
+            start: Instant::now(),
+            request_id: String::new(),
+            route: "unknown",
+            status: 0,
+            provider: None,
+            model: None,
+            peer: None,
+            attempts: 0,
+            key_id: None,
+            key_source: None,
+            cache: "BYPASS",
+            error: None,
+            usage: None,
+        }
+    }
+}
+
+/// Holds one of `MAX_CONCURRENT_REQUESTS` slots until dropped.
+struct InflightSlot<'a>(&'a AtomicUsize);
+
+impl<'a> InflightSlot<'a> {
+    fn acquire(counter: &'a AtomicUsize, max: usize) -> Option<Self> {
+        let prev = counter.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        if let Some(m) = metrics::get() {
+            m.inflight.inc();
+        }
+        Some(InflightSlot(counter))
+    }
+}
+
+impl Drop for InflightSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        if let Some(m) = metrics::get() {
+            m.inflight.dec();
+        }
+    }
+}
+
+/// The fields of a chat or embeddings body that routing needs; the rest is skipped unparsed.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    /// Runs first for every request and answers it completely.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        self.handle(session, ctx).await;
+        Ok(true)
+    }
+
+    /// Never reached: `request_filter` answers every request.
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+        Err(pingora::Error::new_str("request_filter answers every request"))
+    }
+
+    /// Runs after the answer: one access-log line and the request metrics.
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let duration = ctx.start.elapsed();
+        let req = session.req_header();
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+        let provider = ctx.provider.map(|p| p.name());
+        logging::access(&AccessRecord {
+            request_id: &ctx.request_id,
+            method: req.method.as_str(),
+            route: ctx.route,
+            path: req.uri.path(),
+            status: ctx.status,
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            provider,
+            model: ctx.model.as_deref(),
+            peer: ctx.peer.as_deref(),
+            attempts: ctx.attempts,
+            cache: ctx.cache,
+            prompt_tokens: ctx.usage.map(|u| u.0),
+            completion_tokens: ctx.usage.map(|u| u.1),
+            key_id: ctx.key_id.as_deref(),
+            key_source: ctx.key_source,
+            client_ip: client_ip.as_deref(),
+            error: ctx.error,
+        });
+        if let Some(m) = metrics::get() {
+            let status = status_label(ctx.status);
+            m.requests.with_label_values(&[ctx.route, status]).inc();
+            m.duration.with_label_values(&[ctx.route]).observe(duration.as_secs_f64());
+            if let Some(kind) = ctx.error {
+                m.errors.with_label_values(&[ctx.route, kind]).inc();
+            }
+            if let (Some(p), Some((prompt, completion))) = (provider, ctx.usage) {
+                let model = self.model_label(ctx.model.as_deref());
+                m.tokens.with_label_values(&[p, model, "prompt"]).inc_by(prompt);
+                m.tokens.with_label_values(&[p, model, "completion"]).inc_by(completion);
+            }
+            if let Some(p) = provider {
+                let model = self.model_label(ctx.model.as_deref());
+                m.provider_requests.with_label_values(&[p, model, status]).inc();
+            }
+        }
+    }
+}
+
+/// Status codes as a bounded label set.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        429 => "429",
+        499 => "499",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// A client-supplied request id is kept only when it is short and printable.
+fn request_id(session: &Session) -> String {
+    if let Some(v) = session.req_header().headers.get("x-request-id") {
+        if let Ok(s) = v.to_str() {
+            if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) {
+                return s.to_string();
+            }
+        }
+    }
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+impl Gateway {
+    /// A bounded model label: configured or catalogued names, else `other`.
+    fn model_label(&self, model: Option<&str>) -> &'static str {
+        let Some(model) = model else { return "none" };
+        const KNOWN: &[&str] = &[];
+        for m in routing::OPENAI_MODELS.iter().chain(routing::GEMINI_MODELS).chain(KNOWN) {
+            if *m == model {
+                return m;
+            }
+        }
+        "other"
+    }
+
+    async fn handle(&self, session: &mut Session, ctx: &mut Ctx) {
+        ctx.start = Instant::now();
+        ctx.request_id = request_id(session);
+        let rt = self.state.runtime.load_full();
+        let route = {
+            let req = session.req_header();
+            routes::classify(req.method.as_str(), req.uri.path())
+        };
+        ctx.route = route.label();
+        let result = match &route {
+            Route::Health => {
+                let body = json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")});
+                send_json(session, ctx, 200, Bytes::from(body.to_string())).await;
+                Ok(())
+            }
+            Route::HealthLive => {
+                send_json(session, ctx, 200, Bytes::from_static(b"{\"status\":\"live\"}")).await;
+                Ok(())
+            }
+            Route::HealthReady => {
+                let ready = rt.pools.values().any(|p| p.any_healthy());
+                let (status, body) = if ready { (200, "{\"status\":\"ready\"}") } else { (503, "{\"status\":\"not_ready\",\"reason\":\"no enabled provider has a healthy peer\"}") };
+                send_json(session, ctx, status, Bytes::from_static(body.as_bytes())).await;
+                Ok(())
+            }
+            Route::HealthProviders => {
+                send_json(session, ctx, 200, Bytes::from(provider_health(&rt).to_string())).await;
+                Ok(())
+            }
+            Route::Config => match self.check_access(&rt, session, ctx, true) {
+                Ok(()) => {
+                    let body = serde_json::to_vec(&rt.config.redacted_json()).unwrap_or_default();
+                    send_json(session, ctx, 200, Bytes::from(body)).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Route::Metrics => match self.check_access(&rt, session, ctx, true) {
+                Ok(()) => {
+                    let body = metrics::render();
+                    send(session, ctx, 200, "text/plain; version=0.0.4", Bytes::from(body), &[]).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Route::Models => match self.check_access(&rt, session, ctx, false) {
+                Ok(()) => {
+                    let data: Vec<Value> = routing::catalog(&rt.config)
+                        .into_iter()
+                        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+                        .collect();
+                    let body = json!({"object": "list", "data": data});
+                    send_json(session, ctx, 200, Bytes::from(body.to_string())).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Route::Preflight => {
+                send(session, ctx, 204, "text/plain", Bytes::new(), &[]).await;
+                Ok(())
+            }
+            Route::NotFound => Err(GatewayError::NotFound { path: session.req_header().uri.path().to_string() }),
+            Route::MethodNotAllowed => Err(GatewayError::MethodNotAllowed),
+            Route::ChatCompletions | Route::Embeddings | Route::OpenAiPassthrough | Route::GeminiNative { .. } => {
+                self.proxy(&rt, session, ctx, &route).await
+            }
+        };
+        if let Err(e) = result {
+            send_error(session, ctx, &e).await;
+        }
+    }
+
+    /// Checks the gateway access key. `operational` routes (`/config`, `/metrics`) need one
+    /// only when `require_auth_header` is set; LLM routes always check a key that is sent.
+    fn check_access(&self, rt: &Runtime, session: &Session, ctx: &mut Ctx, operational: bool) -> Result<(), GatewayError> {
+        let auth_cfg = &rt.config.auth;
+        if operational && !auth_cfg.require_auth_header {
+            return Ok(());
+        }
+        let header = rt.config.security.api_key_header.as_str();
+        let presented = session.req_header().headers.get(header).map(|v| v.as_bytes());
+        let client_ip = || session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()).unwrap_or_default();
+        match auth::check_access(auth_cfg, presented) {
+            Ok(Caller::Key(key)) => {
+                log::debug!(target: targets::AUTH, "request {} authenticated as key id {}", ctx.request_id, key.id);
+                ctx.key_id = Some(key.id.clone());
+                Ok(())
+            }
+            Ok(Caller::Anonymous) => Ok(()),
+            Err(denied) => {
+                let (reason, detail) = match &denied {
+                    AccessDenied::Missing => ("missing", "no key".to_string()),
+                    AccessDenied::Invalid { fingerprint } => ("invalid", format!("key sha256 prefix {fingerprint}")),
+                };
+                log::warn!(target: targets::AUTH, "request {} refused: {reason} gateway key ({detail}) from {}", ctx.request_id, client_ip());
+                if let Some(m) = metrics::get() {
+                    m.auth_failures.with_label_values(&[reason]).inc();
+                }
+                let message = match denied {
+                    AccessDenied::Missing => format!("Missing gateway API key: send it in the {header} header."),
+                    AccessDenied::Invalid { .. } => format!("Invalid gateway API key in the {header} header."),
+                };
+                Err(GatewayError::Unauthorized { message })
+            }
+        }
+    }
+
+    /// LLM routes: authenticate, admit, read and parse the body, resolve, relay.
+    async fn proxy(&self, rt: &Runtime, session: &mut Session, ctx: &mut Ctx, route: &Route) -> Result<(), GatewayError> {
+        let cfg = &rt.config;
+        self.check_access(rt, session, ctx, false)?;
+        let Some(_slot) = InflightSlot::acquire(&self.state.inflight, cfg.server.max_concurrent_requests) else {
+            if let Some(m) = metrics::get() {
+                m.shed.with_label_values(&[ctx.route]).inc();
+            }
+            return Err(GatewayError::Overloaded);
+        };
+        let body = respond::read_body(session, cfg.server.max_body_bytes).await?;
+        let req = session.req_header();
+        let path_and_query = req.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+        let query_key = req.uri.query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("key=")));
+        let access_is_authorization = cfg.security.api_key_header.eq_ignore_ascii_case("authorization");
+        let client_keys = ClientKeys::from_headers(
+            req.headers.get("authorization").map(|v| v.as_bytes()),
+            req.headers.get("x-openai-api-key").map(|v| v.as_bytes()),
+            req.headers.get("x-goog-api-key").map(|v| v.as_bytes()),
+            query_key,
+            access_is_authorization,
+        );
+        let method = req.method.clone();
+        let forward_headers = forwardable(req);
+
+        let (op, parsed, requested_model, candidates, is_virtual) = match route {
+            Route::ChatCompletions | Route::Embeddings => {
+                let head: Head = serde_json::from_slice(&body).map_err(|e| GatewayError::BadRequest {
+                    message: format!("We could not parse the JSON body of your request: {e}"),
+                    param: None,
+                })?;
+                let model = head
+                    .model
+                    .map(Cow::into_owned)
+                    .filter(|m| !m.is_empty())
+                    .ok_or_else(|| GatewayError::BadRequest {
+                        message: "you must provide a model parameter".into(),
+                        param: Some("model".into()),
+                    })?;
+                let resolution = routing::resolve(cfg, &model)?;
+                let op = if matches!(route, Route::Embeddings) {
+                    Op::Embeddings
+                } else {
+                    Op::Chat { stream: head.stream, include_usage: head.stream_options.is_some_and(|o| o.include_usage) }
+                };
+                let needs_tree = resolution
+                    .candidates
+                    .iter()
+                    .any(|c| c.provider == ProviderKind::Gemini || c.model != model);
+                let parsed = if needs_tree {
+                    Some(serde_json::from_slice::<Value>(&body).map_err(|e| GatewayError::bad_request(e.to_string()))?)
+                } else {
+                    None
+                };
+                (op, parsed, Some(model), resolution.candidates, resolution.is_virtual)
+            }
+            Route::OpenAiPassthrough => {
+                if cfg.provider(ProviderKind::OpenAi).is_none() {
+                    return Err(GatewayError::NotFound { path: path_and_query });
+                }
+                (Op::OpenAiPassthrough, None, None, vec![Candidate { provider: ProviderKind::OpenAi, model: String::new() }], false)
+            }
+            Route::GeminiNative { model, method: gm } => {
+                if cfg.provider(ProviderKind::Gemini).is_none() {
+                    return Err(GatewayError::ModelNotFound { model: model.clone() });
+                }
+                let stream = *gm == GeminiMethod::StreamGenerateContent;
+                (Op::GeminiNative { stream }, None, None, vec![Candidate { provider: ProviderKind::Gemini, model: model.clone() }], false)
+            }
+            _ => return Err(GatewayError::NotFound { path: path_and_query }),
+        };
+        ctx.model = requested_model.clone();
+
+        // A bearer key is meant for the provider of the requested model: it may follow a
+        // virtual model only when all its candidates are of one provider.
+        let single_provider = candidates.windows(2).all(|w| w[0].provider == w[1].provider);
+        let bearer_applies = !is_virtual || single_provider;
+        let with_keys: Vec<(Candidate, Option<String>)> = candidates
+            .into_iter()
+            .map(|c| {
+                let client = client_keys.for_provider(c.provider, bearer_applies).map(str::to_string);
+                (c, client)
+            })
+            .filter(|(c, client)| {
+                let gateway_has_key = rt
+                    .pools
+                    .get(&c.provider)
+                    .is_some_and(|p| p.peers.iter().any(|peer| peer.api_key.is_some()));
+                auth::upstream_key(&cfg.auth, client.as_deref(), None).is_some()
+                    || (gateway_has_key && cfg.auth.mode != crate::config::AuthMode::Client)
+            })
+            .collect();
+        if with_keys.is_empty() {
+            return Err(GatewayError::MissingProviderKey { model: requested_model.unwrap_or_default() });
+        }
+        let job = Job { op, method, path_and_query, body, parsed, requested_model, candidates: with_keys, forward_headers };
+        relay::run(&self.state, rt, session, ctx, job).await;
+        Ok(())
+    }
+}
+
+/// Client headers that are part of the provider APIs and safe to forward.
+fn forwardable(req: &pingora::http::RequestHeader) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    const NAMES: &[&str] = &["openai-organization", "openai-project", "openai-beta", "idempotency-key", "x-goog-user-project"];
+    NAMES
+        .iter()
+        .filter_map(|n| req.headers.get(*n).map(|v| (http::HeaderName::from_static(n), v.clone())))
+        .collect()
+}
+
+/// `/health/providers`: every provider and peer with its last check.
+fn provider_health(rt: &Runtime) -> Value {
+    let mut providers = serde_json::Map::new();
+    for (kind, pool) in &rt.pools {
+        let peers: Vec<Value> = pool
+            .peer_health()
+            .into_iter()
+            .map(|(peer, healthy)| {
+                let stats = &peer.stats;
+                let last_check = stats.last_check_ms.load(Ordering::Relaxed);
+                let latency = stats.latency_us.load(Ordering::Relaxed);
+                let last_error = stats.last_error.lock().ok().and_then(|e| e.clone());
+                let resolved = stats.resolved.lock().ok().and_then(|r| *r);
+                json!({
+                    "address": format!("{}:{}", peer.address.host, peer.address.port),
+                    "resolved": resolved.map(|a| a.to_string()),
+                    "base_url": peer.base_url,
+                    "weight": peer.weight,
+                    "healthy": healthy,
+                    "last_check": (last_check > 0).then(|| rfc3339_ms(last_check)),
+                    "last_error": last_error,
+                    "latency_ms": (last_check > 0 && last_error_is_none(&peer)).then(|| latency as f64 / 1000.0),
+                })
+            })
+            .collect();
+        let healthy = peers.iter().any(|p| p["healthy"] == true);
+        providers.insert(kind.name().into(), json!({"healthy": healthy, "peers": peers}));
+    }
+    json!({ "providers": providers })
+}
+
+fn last_error_is_none(peer: &crate::upstream::PeerInfo) -> bool {
+    peer.stats.last_error.lock().map(|e| e.is_none()).unwrap_or(false)
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

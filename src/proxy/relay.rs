@@ -1,0 +1,695 @@
+//! The upstream leg, driven from `request_filter` (see README, "Architecture"): choose a peer,
+//! send the buffered body over a pooled connection, fail over on errors that happened before
+//! the client saw a byte, and relay the answer chunk by chunk (translated for Gemini).
+
+use super::respond::{common_headers, send_error};
+use super::Ctx;
+use crate::auth::UpstreamKey;
+use crate::config::ProviderKind;
+use crate::error::GatewayError;
+use crate::logging::targets;
+use crate::providers::gemini;
+use crate::routing::Candidate;
+use crate::state::{Runtime, State};
+use crate::upstream::PeerInfo;
+use bytes::{Bytes, BytesMut};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The most upstream calls one request may make, whatever `retry_count` and the number of
+/// candidates say: a bound on cost when everything is failing.
+pub const MAX_ATTEMPTS: u32 = 8;
+/// A `Retry-After` longer than this moves on to another peer instead of waiting.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(2);
+/// Error bodies read from a failed attempt are cut here.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Whole non-streamed answers that must be translated are bounded here.
+const TRANSLATE_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// What the client asked for, as far as the relay cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Chat { stream: bool, include_usage: bool },
+    Embeddings,
+    /// Other OpenAI `/v1/*` routes, forwarded unchanged.
+    OpenAiPassthrough,
+    /// Gemini native routes, forwarded unchanged; `stream` when the answer is SSE.
+    GeminiNative { stream: bool },
+}
+
+/// One request to carry upstream.
+pub struct Job {
+    pub op: Op,
+    pub method: http::Method,
+    /// The client's path and query (for passthrough routes).
+    pub path_and_query: String,
+    pub body: Bytes,
+    /// The parsed body, when translation or a model rewrite needs it.
+    pub parsed: Option<Value>,
+    /// The model as the client wrote it, when the body names one.
+    pub requested_model: Option<String>,
+    /// Candidates in order, each with the client's key for its provider (if any).
+    pub candidates: Vec<(Candidate, Option<String>)>,
+    /// Client headers worth forwarding (OpenAI-Organization, …).
+    pub forward_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// How to turn the upstream answer into the client's.
+#[derive(Debug, Clone, PartialEq)]
+enum Translate {
+    None,
+    GeminiChat { stream: bool, include_usage: bool },
+    GeminiEmbeddings(gemini::EmbeddingsContext),
+}
+
+/// A request body and path suffix ready for one candidate.
+struct Prepared {
+    /// Appended to the peer's base path (or, for native routes, to its root).
+    suffix: String,
+    native_root: bool,
+    body: Bytes,
+    translate: Translate,
+    stream: bool,
+}
+
+fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
+    let to_400 = |e: gemini::TranslateError| GatewayError::BadRequest { message: e.message, param: e.param };
+    match (cand.provider, job.op) {
+        (ProviderKind::OpenAi, Op::Chat { .. }) | (ProviderKind::OpenAi, Op::Embeddings) => {
+            let suffix = if matches!(job.op, Op::Embeddings) { "/embeddings" } else { "/chat/completions" };
+            Ok(Prepared {
+                suffix: suffix.into(),
+                native_root: false,
+                body: with_model(job, &cand.model)?,
+                translate: Translate::None,
+                stream: matches!(job.op, Op::Chat { stream: true, .. }),
+            })
+        }
+        (ProviderKind::Gemini, Op::Chat { .. }) => {
+            let parsed = job.parsed.as_ref().ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
+            let t = gemini::chat_request(parsed, &cand.model).map_err(to_400)?;
+            Ok(Prepared {
+                suffix: format!("/{}", gemini::chat_path(&cand.model, t.stream)),
+                native_root: false,
+                body: Bytes::from(t.body),
+                translate: Translate::GeminiChat { stream: t.stream, include_usage: t.include_usage },
+                stream: t.stream,
+            })
+        }
+        (ProviderKind::Gemini, Op::Embeddings) => {
+            let parsed = job.parsed.as_ref().ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
+            let (suffix, body) = gemini::embeddings_request(parsed, &cand.model).map_err(to_400)?;
+            let ectx = gemini::embeddings_context(parsed, &cand.model).map_err(to_400)?;
+            Ok(Prepared {
+                suffix: format!("/{suffix}"),
+                native_root: false,
+                body: Bytes::from(body),
+                translate: Translate::GeminiEmbeddings(ectx),
+                stream: false,
+            })
+        }
+        (ProviderKind::OpenAi, Op::OpenAiPassthrough) => Ok(Prepared {
+            suffix: job.path_and_query.strip_prefix("/v1").unwrap_or(&job.path_and_query).to_string(),
+            native_root: false,
+            body: job.body.clone(),
+            translate: Translate::None,
+            stream: false,
+        }),
+        (ProviderKind::Gemini, Op::GeminiNative { stream }) => Ok(Prepared {
+            suffix: strip_key_param(&job.path_and_query),
+            native_root: true,
+            body: job.body.clone(),
+            translate: Translate::None,
+            stream,
+        }),
+        (_, Op::OpenAiPassthrough) | (_, Op::GeminiNative { .. }) => {
+            Err(GatewayError::NotFound { path: job.path_and_query.clone() })
+        }
+    }
+}
+
+/// The body with `model` replaced, or the original bytes when it already says `model`.
+fn with_model(job: &Job, model: &str) -> Result<Bytes, GatewayError> {
+    if job.requested_model.as_deref() == Some(model) {
+        return Ok(job.body.clone());
+    }
+    let mut v = job.parsed.clone().ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("model".into(), Value::String(model.to_string()));
+    }
+    serde_json::to_vec(&v).map(Bytes::from).map_err(|e| GatewayError::bad_request(e.to_string()))
+}
+
+/// Drops a `key=` query parameter: the key travels in a header upstream, never in a URL.
+fn strip_key_param(path_and_query: &str) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_string();
+    };
+    let kept: Vec<&str> = query.split('&').filter(|p| !p.starts_with("key=") && !p.is_empty()).collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// `/v1` or `/v1beta` at the end of a base path is the API version, which native routes carry
+/// themselves; what is before it is the root they go under.
+fn native_root(base_path: &str) -> &str {
+    for version in ["/v1beta", "/v1alpha", "/v1"] {
+        if let Some(root) = base_path.strip_suffix(version) {
+            return root;
+        }
+    }
+    base_path
+}
+
+/// Why one attempt did not produce an answer for the client.
+#[derive(Debug)]
+enum Failure {
+    /// Connect error, reset, timeout or a retryable status: try elsewhere.
+    Retryable { message: String, retry_after: Option<Duration>, timeout: bool },
+}
+
+/// An upstream answer whose header has arrived.
+struct Answer {
+    up: HttpSession,
+    header: ResponseHeader,
+    peer: Arc<PeerInfo>,
+    addr: SocketAddr,
+    translate: Translate,
+    stream: bool,
+    timeout: Duration,
+}
+
+/// Runs the job: tries candidates and peers in order, then relays the answer.
+pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut Ctx, job: Job) {
+    let deadline = Instant::now() + rt.config.server.request_timeout;
+    let failover = rt.config.routing.failover_enabled;
+    let mut last_error: Option<String> = None;
+    let mut timed_out = false;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+
+    'candidates: for (cand, client_key) in &job.candidates {
+        let prepared = match prepare(&job, cand) {
+            Ok(p) => p,
+            Err(e) => return send_error(session, ctx, &e).await,
+        };
+        let Some(pool) = rt.pools.get(&cand.provider) else { continue };
+        let Some(provider_cfg) = rt.config.provider(cand.provider) else { continue };
+        let per_provider = if failover { provider_cfg.retry_count + 1 } else { 1 };
+        for n in 0..per_provider {
+            if ctx.attempts >= MAX_ATTEMPTS || (!failover && ctx.attempts >= 1) {
+                break 'candidates;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                timed_out = true;
+                break 'candidates;
+            }
+            // Prefer a peer not tried yet; fall back to any healthy one.
+            let Some((peer, addr)) = pool.select(&tried).or_else(|| pool.select(&[])) else {
+                last_error.get_or_insert_with(|| format!("no healthy {} peer", cand.provider.name()));
+                continue 'candidates;
+            };
+            // The gateway's key is per peer (endpoints may carry their own).
+            let Some(key) = crate::auth::upstream_key(&rt.config.auth, client_key.as_deref(), peer.api_key.as_ref()) else {
+                last_error = Some(format!("no API key for {} peer {}", cand.provider.name(), peer.address.authority()));
+                tried.push(addr);
+                continue;
+            };
+            ctx.attempts += 1;
+            ctx.provider = Some(cand.provider);
+            ctx.model = Some(cand.model.clone());
+            ctx.peer = Some(peer.address.authority());
+            ctx.key_source = Some(key.source());
+            let timeout = provider_cfg.timeout.min(deadline - now);
+            let attempt = send_attempt(state, &peer, addr, &prepared, &key, &job, timeout);
+            let outcome = tokio::select! {
+                r = attempt => r,
+                _ = client_gone(session) => {
+                    ctx.error = Some("client_disconnected");
+                    ctx.status = 499;
+                    return;
+                }
+            };
+            match outcome {
+                Ok((up, header)) => {
+                    let status = header.status.as_u16();
+                    let retryable = status == 429 || status >= 500;
+                    let more_left = failover && ctx.attempts < MAX_ATTEMPTS;
+                    if retryable && more_left {
+                        let (message, retry_after) = read_failure(up, &header, cand.provider, timeout).await;
+                        log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) got {status}: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.address.authority(), message);
+                        last_error = Some(format!("{} returned {status}: {message}", cand.provider.name()));
+                        tried.push(addr);
+                        if !backoff(n, retry_after, deadline, session).await {
+                            continue 'candidates;
+                        }
+                        continue;
+                    }
+                    let answer = Answer {
+                        up,
+                        header,
+                        peer,
+                        addr,
+                        translate: prepared.translate.clone(),
+                        stream: prepared.stream,
+                        timeout: provider_cfg.timeout,
+                    };
+                    return deliver(state, session, ctx, answer, deadline).await;
+                }
+                Err(Failure::Retryable { message, retry_after, timeout: t }) => {
+                    log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) failed: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.address.authority(), message);
+                    timed_out |= t;
+                    last_error = Some(format!("{}: {message}", cand.provider.name()));
+                    tried.push(addr);
+                    if !backoff(n, retry_after, deadline, session).await {
+                        continue 'candidates;
+                    }
+                }
+            }
+        }
+    }
+    let message = last_error.unwrap_or_else(|| "no provider could be tried".into());
+    let err = if timed_out || Instant::now() >= deadline {
+        GatewayError::UpstreamTimeout { message: format!("Upstream timed out: {message}") }
+    } else {
+        GatewayError::UpstreamFailed { message: format!("All providers failed; last error: {message}") }
+    };
+    send_error(session, ctx, &err).await
+}
+
+/// Waits before the next attempt: exponential backoff with jitter, or the upstream's
+/// `Retry-After` when it is short. Returns false when the wait would be too long (move to
+/// the next candidate instead) or the client left.
+async fn backoff(n: u32, retry_after: Option<Duration>, deadline: Instant, session: &mut Session) -> bool {
+    let wait = match retry_after {
+        Some(ra) if ra > RETRY_AFTER_CAP => return false,
+        Some(ra) => ra,
+        None => {
+            let base = Duration::from_millis(50u64 << n.min(5));
+            base + Duration::from_millis(fastrand::u64(0..=base.as_millis() as u64))
+        }
+    };
+    if Instant::now() + wait >= deadline {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = client_gone(session) => false,
+    }
+}
+
+/// Resolves when the client closed its connection (never while it is still there).
+async fn client_gone(session: &mut Session) {
+    loop {
+        match session.read_body_or_idle(true).await {
+            Err(_) => return,
+            Ok(None) => std::future::pending::<()>().await,
+            Ok(Some(_)) => continue,
+        }
+    }
+}
+
+fn request_header(peer: &PeerInfo, path: &str, job: &Job, key: &UpstreamKey, len: usize, stream: bool) -> Result<RequestHeader, String> {
+    let mut req = RequestHeader::build(job.method.clone(), path.as_bytes(), Some(8 + job.forward_headers.len()))
+        .map_err(|e| format!("invalid upstream request: {e}"))?;
+    let set = |req: &mut RequestHeader, k: &'static str, v: &str| req.insert_header(k, v).map_err(|e| e.to_string());
+    set(&mut req, "host", &peer.address.authority())?;
+    set(&mut req, "user-agent", concat!("llm-gateway/", env!("CARGO_PKG_VERSION")))?;
+    if job.method != http::Method::GET || len > 0 {
+        set(&mut req, "content-type", "application/json")?;
+        set(&mut req, "content-length", &len.to_string())?;
+    }
+    if stream {
+        set(&mut req, "accept", "text/event-stream")?;
+    }
+    match peer.provider {
+        ProviderKind::OpenAi => set(&mut req, "authorization", &format!("Bearer {}", key.secret().expose()))?,
+        ProviderKind::Gemini => set(&mut req, "x-goog-api-key", key.secret().expose())?,
+    }
+    for (k, v) in &job.forward_headers {
+        let _ = req.insert_header(k.clone(), v.clone());
+    }
+    Ok(req)
+}
+
+/// One attempt: connect (pooled), send header and body, wait for the response header.
+async fn send_attempt(
+    state: &State,
+    peer: &Arc<PeerInfo>,
+    addr: SocketAddr,
+    prepared: &Prepared,
+    key: &UpstreamKey,
+    job: &Job,
+    timeout: Duration,
+) -> Result<(HttpSession, ResponseHeader), Failure> {
+    let path = if prepared.native_root {
+        format!("{}{}", native_root(&peer.address.base_path), prepared.suffix)
+    } else {
+        format!("{}{}", peer.address.base_path, prepared.suffix)
+    };
+    let req = request_header(peer, &path, job, key, prepared.body.len(), prepared.stream)
+        .map_err(|message| Failure::Retryable { message, retry_after: None, timeout: false })?;
+    let http_peer = peer.http_peer(addr, timeout);
+    let work = async {
+        // A pooled connection may have been closed by the upstream while idle: retry such a
+        // failure on another connection before counting it against the peer.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let (mut up, reused) = state
+                .connector
+                .get_http_session(&http_peer)
+                .await
+                .map_err(|e| (format!("connect to {addr} failed: {e}"), false))?;
+            let sent = async {
+                up.write_request_header(Box::new(req.clone())).await?;
+                if !prepared.body.is_empty() {
+                    up.write_request_body(prepared.body.clone(), true).await?;
+                }
+                up.finish_request_body().await?;
+                up.read_response_header().await
+            }
+            .await;
+            match sent {
+                Ok(()) => {
+                    let header = up.response_header().cloned().ok_or_else(|| ("no response header".to_string(), false))?;
+                    return Ok((up, header));
+                }
+                Err(e) if reused => last = e.to_string(),
+                Err(e) => return Err((format!("{e}"), false)),
+            }
+        }
+        Err((last, false))
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err((message, t))) => Err(Failure::Retryable { message, retry_after: None, timeout: t }),
+        Err(_) => Err(Failure::Retryable {
+            message: format!("no response within {} ms", timeout.as_millis()),
+            retry_after: None,
+            timeout: true,
+        }),
+    }
+}
+
+/// Reads (a bounded part of) a failed attempt's body for its error message.
+async fn read_failure(mut up: HttpSession, header: &ResponseHeader, provider: ProviderKind, timeout: Duration) -> (String, Option<Duration>) {
+    let retry_after = header
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    let body = read_all(&mut up, ERROR_BODY_LIMIT, timeout).await.unwrap_or_default();
+    (error_message(&body, provider), retry_after)
+}
+
+/// The `error.message` of an OpenAI or Gemini error body, or its first bytes.
+fn error_message(body: &[u8], _provider: ProviderKind) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if let Some(msg) = parsed.as_ref().and_then(|v| v.pointer("/error/message")).and_then(Value::as_str) {
+        return msg.chars().take(500).collect();
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).to_string();
+    if text.trim().is_empty() {
+        "(empty body)".into()
+    } else {
+        text
+    }
+}
+
+/// Reads a whole upstream body up to `limit` bytes.
+async fn read_all(up: &mut HttpSession, limit: usize, idle: Duration) -> Result<Bytes, String> {
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<BytesMut> = None;
+    loop {
+        let chunk = match tokio::time::timeout(idle, up.read_response_body()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no data within {} ms", idle.as_millis())),
+        };
+        let Some(chunk) = chunk else { break };
+        let have = first.as_ref().map_or(0, |b| b.len()) + buf.as_ref().map_or(0, |b| b.len());
+        if have + chunk.len() > limit {
+            return Err(format!("upstream body larger than {limit} bytes"));
+        }
+        match (&first, &mut buf) {
+            (None, _) => first = Some(chunk),
+            (Some(f), None) => {
+                let mut b = BytesMut::with_capacity(f.len() + chunk.len());
+                b.extend_from_slice(f);
+                b.extend_from_slice(&chunk);
+                buf = Some(b);
+            }
+            (Some(_), Some(b)) => b.extend_from_slice(&chunk),
+        }
+    }
+    Ok(buf.map(BytesMut::freeze).or(first).unwrap_or_default())
+}
+
+/// Headers of an upstream answer that must not be copied to the client.
+fn is_hop_or_private(name: &str) -> bool {
+    matches!(
+        name,
+        "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "proxy-connection" | "upgrade"
+            | "te" | "trailer" | "set-cookie" | "x-request-id" | "alt-svc" | "server" | "date"
+    )
+}
+
+/// Sends the answer to the client: raw, or translated from Gemini.
+async fn deliver(state: &State, session: &mut Session, ctx: &mut Ctx, mut a: Answer, deadline: Instant) {
+    let status = a.header.status.as_u16();
+    ctx.status = status;
+    let ok = (200..300).contains(&status);
+    let created = unix_now();
+    match a.translate.clone() {
+        Translate::None => relay_raw(state, session, ctx, a, deadline).await,
+        Translate::GeminiChat { stream: true, include_usage } if ok => {
+            let model = ctx.model.clone().unwrap_or_default();
+            let tctx = gemini::ResponseContext { id: format!("chatcmpl-{}", ctx.request_id), model, created };
+            let translator = gemini::StreamTranslator::new(tctx, include_usage);
+            relay_translated_stream(state, session, ctx, a, translator, deadline).await;
+        }
+        translate @ (Translate::GeminiChat { .. } | Translate::GeminiEmbeddings(_)) => {
+            let body = match read_all(&mut a.up, TRANSLATE_BODY_LIMIT, a.timeout).await {
+                Ok(b) => b,
+                Err(e) => {
+                    let err = GatewayError::UpstreamFailed { message: format!("gemini: reading the answer failed: {e}") };
+                    return send_error(session, ctx, &err).await;
+                }
+            };
+            release(state, a.up, &a.peer, a.addr).await;
+            let translated = if !ok {
+                Ok(Bytes::from(gemini::error_to_openai(status, &body)))
+            } else if let Translate::GeminiEmbeddings(ectx) = &translate {
+                gemini::embeddings_response_with(&body, ectx).map(|(b, u)| {
+                    ctx.usage = Some((u.prompt_tokens, u.completion_tokens));
+                    Bytes::from(b)
+                })
+            } else {
+                let model = ctx.model.clone().unwrap_or_default();
+                let tctx = gemini::ResponseContext { id: format!("chatcmpl-{}", ctx.request_id), model, created };
+                gemini::chat_response(&body, &tctx).map(|(b, u)| {
+                    ctx.usage = Some((u.prompt_tokens, u.completion_tokens));
+                    Bytes::from(b)
+                })
+            };
+            match translated {
+                Ok(body) => super::respond::send_json(session, ctx, status, body).await,
+                Err(e) => {
+                    let err = GatewayError::UpstreamFailed { message: format!("gemini answer could not be translated: {}", e.message) };
+                    send_error(session, ctx, &err).await
+                }
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn release(state: &State, up: HttpSession, peer: &PeerInfo, addr: SocketAddr) {
+    let http_peer = peer.http_peer(addr, Duration::from_secs(1));
+    state.connector.release_http_session(up, &http_peer, Some(Duration::from_secs(60))).await;
+}
+
+/// What happened to the body relay.
+enum BodyEvent {
+    Chunk(Bytes),
+    End,
+    Failed(String),
+    ClientGone,
+}
+
+async fn next_body(up: &mut HttpSession, session: &mut Session, idle: Duration, deadline: Instant) -> BodyEvent {
+    // The request deadline bounds waiting for the first bytes only: a stream that keeps
+    // flowing is bounded by the idle timeout between chunks, not cut.
+    let _ = deadline;
+    tokio::select! {
+        r = tokio::time::timeout(idle, up.read_response_body()) => match r {
+            Ok(Ok(Some(chunk))) => BodyEvent::Chunk(chunk),
+            Ok(Ok(None)) => BodyEvent::End,
+            Ok(Err(e)) => BodyEvent::Failed(e.to_string()),
+            Err(_) => BodyEvent::Failed(format!("no data from upstream for {} ms", idle.as_millis())),
+        },
+        _ = client_gone(session) => BodyEvent::ClientGone,
+    }
+}
+
+/// Relays the upstream answer unchanged, chunk by chunk.
+async fn relay_raw(state: &State, session: &mut Session, ctx: &mut Ctx, mut a: Answer, deadline: Instant) {
+    let mut resp = match ResponseHeader::build(a.header.status, Some(a.header.headers.len() + 6)) {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    for (name, value) in a.header.headers.iter() {
+        if !is_hop_or_private(name.as_str()) {
+            let _ = resp.append_header(name.clone(), value.clone());
+        }
+    }
+    let length = a.header.headers.get("content-length").cloned();
+    match length {
+        Some(len) => {
+            let _ = resp.insert_header("content-length", len);
+        }
+        None => {
+            let _ = resp.insert_header("transfer-encoding", "chunked");
+        }
+    }
+    common_headers(&mut resp, ctx);
+    if session.write_response_header(Box::new(resp), false).await.is_err() {
+        ctx.error = Some("client_write_failed");
+        return;
+    }
+    loop {
+        match next_body(&mut a.up, session, a.timeout, deadline).await {
+            BodyEvent::Chunk(chunk) => {
+                if session.write_response_body(Some(chunk), false).await.is_err() {
+                    ctx.error = Some("client_write_failed");
+                    return;
+                }
+            }
+            BodyEvent::End => {
+                let _ = session.write_response_body(None, true).await;
+                release(state, a.up, &a.peer, a.addr).await;
+                return;
+            }
+            BodyEvent::Failed(e) => {
+                log::warn!(target: targets::UPSTREAM, "request {}: upstream body failed after the header was sent: {e}", ctx.request_id);
+                ctx.error = Some("upstream_body_failed");
+                if a.stream {
+                    // The error event, then a clean end: SDKs surface it as an API error.
+                    let event = sse_error_event(&format!("upstream stream failed: {e}"));
+                    let _ = session.write_response_body(Some(event), true).await;
+                }
+                // A non-stream body just stops short: the client sees it incomplete.
+                session.set_keepalive(None);
+                return;
+            }
+            BodyEvent::ClientGone => {
+                ctx.error = Some("client_disconnected");
+                return;
+            }
+        }
+    }
+}
+
+/// Relays a Gemini SSE stream translated to OpenAI chunks, event by event.
+async fn relay_translated_stream(
+    state: &State,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    mut a: Answer,
+    mut translator: gemini::StreamTranslator,
+    deadline: Instant,
+) {
+    let Ok(mut resp) = ResponseHeader::build(a.header.status, Some(8)) else { return };
+    let _ = resp.insert_header("content-type", "text/event-stream");
+    let _ = resp.insert_header("cache-control", "no-cache");
+    let _ = resp.insert_header("transfer-encoding", "chunked");
+    common_headers(&mut resp, ctx);
+    if session.write_response_header(Box::new(resp), false).await.is_err() {
+        ctx.error = Some("client_write_failed");
+        return;
+    }
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        match next_body(&mut a.up, session, a.timeout, deadline).await {
+            BodyEvent::Chunk(chunk) => {
+                translator.push(&chunk, &mut out);
+                if !out.is_empty() && session.write_response_body(Some(Bytes::from(std::mem::take(&mut out))), false).await.is_err() {
+                    ctx.error = Some("client_write_failed");
+                    return;
+                }
+            }
+            BodyEvent::End => {
+                let complete = translator.finish(&mut out);
+                if let Some(u) = translator.usage() {
+                    ctx.usage = Some((u.prompt_tokens, u.completion_tokens));
+                }
+                let _ = session.write_response_body(Some(Bytes::from(std::mem::take(&mut out))), !complete).await;
+                if complete {
+                    let _ = session.write_response_body(None, true).await;
+                    release(state, a.up, &a.peer, a.addr).await;
+                } else {
+                    ctx.error = Some("upstream_stream_incomplete");
+                    session.set_keepalive(None);
+                }
+                return;
+            }
+            BodyEvent::Failed(e) => {
+                ctx.error = Some("upstream_body_failed");
+                translator.fail(&format!("upstream stream failed: {e}"), &mut out);
+                let _ = session.write_response_body(Some(Bytes::from(std::mem::take(&mut out))), true).await;
+                session.set_keepalive(None);
+                return;
+            }
+            BodyEvent::ClientGone => {
+                ctx.error = Some("client_disconnected");
+                return;
+            }
+        }
+    }
+}
+
+/// An OpenAI-style error event for a stream that cannot finish; never followed by `[DONE]`.
+pub fn sse_error_event(message: &str) -> Bytes {
+    let body = crate::error::openai_error_body(message, "api_error", None, Some("upstream_error"));
+    let mut out = BytesMut::with_capacity(body.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"\n\n");
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_routes_keep_their_own_version() {
+        assert_eq!(native_root("/v1beta"), "");
+        assert_eq!(native_root("/v1"), "");
+        assert_eq!(native_root("/proxy/v1"), "/proxy");
+        assert_eq!(native_root(""), "");
+    }
+
+    #[test]
+    fn key_query_parameters_never_go_upstream() {
+        assert_eq!(strip_key_param("/v1beta/models/m:generateContent?key=abc"), "/v1beta/models/m:generateContent");
+        assert_eq!(strip_key_param("/x?alt=sse&key=abc"), "/x?alt=sse");
+        assert_eq!(strip_key_param("/x"), "/x");
+    }
+}

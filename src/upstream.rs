@@ -1,0 +1,288 @@
+//! Provider peers: one `pingora-load-balancing` pool per provider, its peers resolved by a
+//! discovery that re-resolves DNS on every update, and a background health check that records
+//! what `/health/providers` shows.
+
+use crate::config::{Config, ProviderKind, Secret};
+use async_trait::async_trait;
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::health_check::HealthCheck;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A parsed `base_url`: where to connect and which path prefix to put before routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddress {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash, e.g. `/v1` (may be empty).
+    pub base_path: String,
+}
+
+impl PeerAddress {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let bad = || format!("expected an http:// or https:// URL, got {url:?}");
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(bad());
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(bad());
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(bad)?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad())?,
+                None if after.is_empty() => default_port,
+                None => return Err(bad()),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad())?),
+                None => (authority.to_string(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(PeerAddress { tls, host, port, base_path: path.trim_end_matches('/').to_string() })
+    }
+
+    /// The `Host` header value.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == if self.tls { 443 } else { 80 } {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Health and latency of one peer, written by the health check and the request path.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    /// Unix millis of the last health check (0 = never).
+    pub last_check_ms: AtomicU64,
+    /// Last check's connect latency in microseconds.
+    pub latency_us: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+    pub resolved: Mutex<Option<SocketAddr>>,
+}
+
+/// One upstream endpoint of a provider.
+#[derive(Debug)]
+pub struct PeerInfo {
+    pub provider: ProviderKind,
+    pub base_url: String,
+    pub address: PeerAddress,
+    pub api_key: Option<Secret>,
+    pub weight: usize,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub stats: PeerStats,
+}
+
+impl PeerInfo {
+    /// A Pingora peer for one attempt to this endpoint at a resolved address.
+    pub fn http_peer(&self, addr: SocketAddr, timeout: Duration) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, self.address.tls, self.address.host.clone());
+        peer.options.connection_timeout = Some(timeout.min(Duration::from_secs(10)));
+        peer.options.idle_timeout = Some(Duration::from_secs(90));
+        peer
+    }
+}
+
+/// The peers of one provider behind a health-checked pool.
+pub struct ProviderPool {
+    pub kind: ProviderKind,
+    pub peers: Vec<Arc<PeerInfo>>,
+    pub lb: Arc<LoadBalancer<RoundRobin>>,
+}
+
+impl ProviderPool {
+    pub fn new(kind: ProviderKind, config: &Config) -> Option<Self> {
+        let provider = config.provider(kind)?;
+        let mut peers = Vec::new();
+        let mut add = |base_url: &str, key: &Option<Secret>, weight: usize| {
+            if let Ok(address) = PeerAddress::parse(base_url) {
+                peers.push(Arc::new(PeerInfo {
+                    provider: kind,
+                    base_url: base_url.to_string(),
+                    address,
+                    api_key: key.clone(),
+                    weight: weight.max(1),
+                    ca_file: provider.ca_file.clone(),
+                    stats: PeerStats::default(),
+                }));
+            }
+        };
+        add(&provider.base_url, &provider.api_key, provider.weight);
+        for ep in &provider.endpoints {
+            add(&ep.base_url, &ep.api_key.clone().or_else(|| provider.api_key.clone()), ep.weight);
+        }
+        let discovery = Discovery { peers: peers.clone() };
+        let mut backends = Backends::new(Box::new(discovery));
+        backends.set_health_check(Box::new(ConnectCheck));
+        let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
+        lb.health_check_frequency = Some(config.routing.health_check_interval);
+        // Re-resolve names as often as we check health: provider IPs move.
+        lb.update_frequency = Some(config.routing.health_check_interval.max(Duration::from_secs(1)));
+        lb.parallel_health_check = true;
+        Some(ProviderPool { kind, peers, lb: Arc::new(lb) })
+    }
+
+    /// Picks a healthy peer that was not tried yet in this request.
+    pub fn select(&self, tried: &[SocketAddr]) -> Option<(Arc<PeerInfo>, SocketAddr)> {
+        let backend = self.lb.select_with(b"", 256, |b, healthy| {
+            healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
+        })?;
+        let addr = *backend.addr.as_inet()?;
+        let info = backend.ext.get::<Arc<PeerInfo>>()?.clone();
+        Some((info, addr))
+    }
+
+    /// Whether any peer is currently healthy.
+    pub fn any_healthy(&self) -> bool {
+        self.lb.backends().get_backend().iter().any(|b| self.lb.backends().ready(b))
+    }
+
+    /// Each peer with its resolved backend's health, for `/health/providers`.
+    pub fn peer_health(&self) -> Vec<(Arc<PeerInfo>, bool)> {
+        let backends = self.lb.backends().get_backend();
+        self.peers
+            .iter()
+            .map(|p| {
+                let healthy = backends
+                    .iter()
+                    .any(|b| same_peer(b, p) && self.lb.backends().ready(b));
+                (p.clone(), healthy)
+            })
+            .collect()
+    }
+}
+
+fn same_peer(b: &Backend, p: &Arc<PeerInfo>) -> bool {
+    b.ext.get::<Arc<PeerInfo>>().is_some_and(|x| Arc::ptr_eq(x, p))
+}
+
+/// Resolves every peer's host on each update; a name that does not resolve is left out
+/// (and reported) instead of failing startup.
+struct Discovery {
+    peers: Vec<Arc<PeerInfo>>,
+}
+
+#[async_trait]
+impl ServiceDiscovery for Discovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let mut set = BTreeSet::new();
+        for peer in &self.peers {
+            let target = (peer.address.host.as_str(), peer.address.port);
+            let resolved = match tokio::net::lookup_host(target).await {
+                Ok(mut addrs) => addrs.next(),
+                Err(e) => {
+                    set_error(peer, format!("DNS lookup failed: {e}"));
+                    None
+                }
+            };
+            if let Ok(mut slot) = peer.stats.resolved.lock() {
+                *slot = resolved;
+            }
+            if let Some(addr) = resolved {
+                let mut backend = Backend {
+                    addr: PingoraAddr::Inet(addr),
+                    weight: peer.weight,
+                    ext: Default::default(),
+                };
+                backend.ext.insert(peer.clone());
+                set.insert(backend);
+            }
+        }
+        Ok((set, HashMap::new()))
+    }
+}
+
+fn set_error(peer: &PeerInfo, error: String) {
+    if let Ok(mut slot) = peer.stats.last_error.lock() {
+        *slot = Some(error);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A TCP connect check: cheap, needs no provider key, and catches a dead peer or port.
+struct ConnectCheck;
+
+#[async_trait]
+impl HealthCheck for ConnectCheck {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        let info = target.ext.get::<Arc<PeerInfo>>().cloned();
+        let Some(addr) = target.addr.as_inet().copied() else {
+            return Err(pingora::Error::new_str("not an inet address"));
+        };
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await;
+        let result = match outcome {
+            Ok(Ok(_stream)) => Ok(()),
+            Ok(Err(e)) => Err(format!("connect to {addr} failed: {e}")),
+            Err(_) => Err(format!("connect to {addr} timed out")),
+        };
+        if let Some(info) = info {
+            info.stats.last_check_ms.store(now_ms(), Ordering::Relaxed);
+            match &result {
+                Ok(()) => {
+                    info.stats.latency_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    if let Ok(mut slot) = info.stats.last_error.lock() {
+                        *slot = None;
+                    }
+                }
+                Err(e) => set_error(&info, e.clone()),
+            }
+        }
+        result.map_err(|e| pingora::Error::explain(pingora::ErrorType::ConnectError, e))
+    }
+
+    fn health_threshold(&self, _success: bool) -> usize {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_base_urls() {
+        let a = PeerAddress::parse("https://api.openai.com/v1").unwrap();
+        assert_eq!((a.tls, a.host.as_str(), a.port, a.base_path.as_str()), (true, "api.openai.com", 443, "/v1"));
+        assert_eq!(a.authority(), "api.openai.com");
+        let b = PeerAddress::parse("http://127.0.0.1:9000/v1beta/").unwrap();
+        assert_eq!((b.tls, b.port, b.base_path.as_str()), (false, 9000, "/v1beta"));
+        assert_eq!(b.authority(), "127.0.0.1:9000");
+        let c = PeerAddress::parse("http://[::1]:9000").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.base_path.as_str()), ("::1", 9000, ""));
+        assert_eq!(c.authority(), "[::1]:9000");
+        assert!(PeerAddress::parse("ftp://x").is_err());
+        assert!(PeerAddress::parse("http://:80").is_err());
+        assert!(PeerAddress::parse("http://user:pw@host").is_err());
+        assert!(PeerAddress::parse("http://host:notaport").is_err());
+    }
+}
