@@ -47,6 +47,7 @@ const MAX_PIPELINED: usize = 1024 * 1024;
 const MISSING_SIGNATURE: &str =
     "Function call is missing a thought_signature in functionCall parts.";
 
+/// `--help` text.
 const USAGE: &str = "usage: mock-provider [--host 127.0.0.1] [--port 9000] [--latency-ms 0] \
 [--chunk-delay-ms 0] [--chunks 5] [--require-key KEY] [--name NAME] [--threads 1] [--gemini-sse-lf]";
 
@@ -465,6 +466,7 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let shutdown = shutdown_signal();
     {
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "mock-provider listening on {addr}");
@@ -473,41 +475,46 @@ async fn run(cli: Cli) -> ExitCode {
     let state = Arc::new(State::new(cli));
     tokio::select! {
         () = accept_loop(listener, state) => {}
-        () = shutdown_signal() => {}
+        () = shutdown => {}
     }
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on SIGTERM or SIGINT. Handlers are installed on call, not on first poll, so a
+/// test that kills us right after reading the port line still gets a clean exit.
 #[cfg(unix)]
-async fn shutdown_signal() {
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
 
 /// Resolves on Ctrl-C where Unix signals are unavailable.
 #[cfg(not(unix))]
-async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Keeps `open_connections` right however a connection task ends.
 struct OpenGuard(Arc<State>);
 
 impl Drop for OpenGuard {
+    /// Decrements the gauge.
     fn drop(&mut self) {
         self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
@@ -855,7 +862,8 @@ async fn serve_connection(stream: TcpStream, id: u64, state: &State) {
 /// A response body: complete, or a list of SSE events written one by one.
 enum Body {
     Full(Vec<u8>),
-    /// `hold_after` = events sent before a `hold` fault parks the stream.
+    /// `hold_after` = events sent before a `hold` fault parks the stream (1: OpenAI's role
+    /// chunk or Gemini's first text piece, so a test sees exactly one event before release).
     Stream {
         events: Vec<Vec<u8>>,
         hold_after: usize,
@@ -1021,11 +1029,12 @@ fn start_hold(state: &State) -> watch::Receiver<u64> {
 async fn handle(conn: &mut Conn, state: &State, req: Request) -> io::Result<bool> {
     let path = req.head.path.as_str();
     if path == "/health" || path.starts_with("/_mock/") {
-        let reply = if path == "/health" {
+        let mut reply = if path == "/health" {
             json_reply(200, &json!({"status": "ok"}))
         } else {
             control(state, &req)
         };
+        reply.headers.push(("X-Mock-Name", state.cli.name.clone()));
         let head = response_head(
             &reply,
             Framing::Length(reply_len(&reply)),
@@ -1042,6 +1051,8 @@ async fn handle(conn: &mut Conn, state: &State, req: Request) -> io::Result<bool
         Some((f, status)) => fault_reply(f, status, gemini),
         None => auth_failure(state, &req, gemini).unwrap_or_else(|| route(state, &req)),
     };
+    // Lets load-balancing tests see which upstream answered.
+    reply.headers.push(("X-Mock-Name", state.cli.name.clone()));
     if let Some(secs) = fault.as_ref().and_then(|f| f.retry_after) {
         reply.headers.push(("Retry-After", secs.to_string()));
     }
@@ -1606,7 +1617,7 @@ fn openai_chat(state: &State, req: &Request) -> Reply {
     let id = format!("chatcmpl-mock-{}", short_hash(&req.body));
     if plan.stream {
         let chunks = usize::try_from(state.tuning.get().chunks).unwrap_or(1);
-        return Reply::stream(chat_events(&plan, &id, chunks), 2);
+        return Reply::stream(chat_events(&plan, &id, chunks), 1);
     }
     let (message, finish, completion) = match &plan.answer {
         ChatAnswer::Text(text) => (
@@ -1772,6 +1783,7 @@ fn openai_embeddings(req: &Request) -> Reply {
 // Gemini: validation
 // ---------------------------------------------------------------------------------------------
 
+/// Top-level fields of a `GenerateContentRequest`.
 const GENERATE_KEYS: &[&str] = &[
     "contents",
     "systemInstruction",
@@ -1782,6 +1794,7 @@ const GENERATE_KEYS: &[&str] = &[
     "cachedContent",
     "labels",
 ];
+/// The `data` oneof of a `Part`: exactly one must be set.
 const PART_DATA_KEYS: &[&str] = &[
     "text",
     "inlineData",
@@ -1789,6 +1802,7 @@ const PART_DATA_KEYS: &[&str] = &[
     "functionCall",
     "functionResponse",
 ];
+/// Every field a `Part` may carry.
 const PART_KEYS: &[&str] = &[
     "text",
     "inlineData",
@@ -1798,6 +1812,7 @@ const PART_KEYS: &[&str] = &[
     "thought",
     "thoughtSignature",
 ];
+/// Fields of `generationConfig` we accept.
 const GENERATION_CONFIG_KEYS: &[&str] = &[
     "temperature",
     "topP",
@@ -1830,6 +1845,7 @@ const FUNCTION_DECLARATION_KEYS: &[&str] = &[
 const FORBIDDEN_SCHEMA_KEYS: &[&str] = &["additionalProperties", "$schema", "strict", "$ref"];
 /// Schema keys whose values are data, not sub-schemas.
 const SCHEMA_DATA_KEYS: &[&str] = &["enum", "default", "example", "required", "propertyOrdering"];
+/// Type name Google prints for `google.protobuf.Struct` fields (`args`, `response`).
 const STRUCT: &str = "type.googleapis.com/google.protobuf.Struct";
 
 /// `generationConfig` -> `generation_config`, as Google spells field paths in errors.

@@ -1,0 +1,230 @@
+"""Test harness: real binaries on real sockets.
+
+`mock_provider()` starts the bundled mock provider (port 0, port read from its first line);
+`gateway(config)` writes a config file and starts the real `llm-gateway` binary on a free
+port, waiting until it serves. Both are stopped at the end of the test.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("LLM_GATEWAY_BIN_DIR", ROOT / "target" / "debug"))
+GATEWAY_BIN = Path(os.environ.get("LLM_GATEWAY_BIN", BIN_DIR / "llm-gateway"))
+MOCK_BIN = BIN_DIR / "mock-provider"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mock:
+    """A running mock provider and its control API."""
+
+    def __init__(self, *args, port=0):
+        assert MOCK_BIN.exists(), f"{MOCK_BIN} is missing: build it first (cargo build)"
+        self.args = list(args)
+        self.proc = subprocess.Popen(
+            [str(MOCK_BIN), "--port", str(port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        assert "listening on" in line, f"mock provider did not start: {line!r}"
+        self.port = int(line.strip().rsplit(":", 1)[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def get(self, path):
+        return requests.get(self.url + path, timeout=10).json()
+
+    def post(self, path, body=None):
+        return requests.post(self.url + path, json=body or {}, timeout=10)
+
+    def requests(self):
+        return self.get("/_mock/requests")["requests"]
+
+    def stats(self):
+        return self.get("/_mock/stats")
+
+    def faults(self, *faults):
+        r = self.post("/_mock/faults", {"faults": list(faults)})
+        assert r.status_code == 200, r.text
+
+    def configure(self, **kw):
+        r = self.post("/_mock/config", kw)
+        assert r.status_code == 200, r.text
+
+    def release(self):
+        self.post("/_mock/release")
+
+    def reset(self):
+        self.post("/_mock/reset")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Gateway:
+    """A running llm-gateway process with a config written for the test."""
+
+    def __init__(self, config, env=None, args=(), wait="live", port=None):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="gw-")
+        self.config_path = Path(self.dir) / "gateway.yaml"
+        self.log_path = Path(self.dir) / "gateway.log"
+        text = config if isinstance(config, str) else json.dumps(config)
+        self.config_path.write_text(text)
+        self.env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
+        self.env.update(env or {})
+        self.env.setdefault("GATEWAY_PORT", str(self.port))
+        self.env["GATEWAY_HOST"] = "127.0.0.1"
+        self.args = list(args)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start(wait)
+
+    def start(self, wait="live"):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(GATEWAY_BIN), "--config", str(self.config_path), *self.args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        if wait:
+            self.wait(wait)
+
+    def wait(self, what="live", timeout=20):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                r = requests.get(f"{self.url}/health/{what}", timeout=1)
+                if r.status_code == 200:
+                    return
+                last = r.status_code
+            except requests.RequestException as e:
+                last = e
+            time.sleep(0.05)
+        raise AssertionError(f"gateway not {what} after {timeout}s ({last}):\n{self.logs()}")
+
+    def logs(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_lines(self):
+        return [line for line in self.logs().splitlines() if line.strip()]
+
+    def access_logs(self):
+        out = []
+        for line in self.log_lines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("target") == "gateway:access":
+                out.append(rec)
+        return out
+
+    def chat(self, model="gpt-4o-mini", content="hello", headers=None, **extra):
+        body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+        return requests.post(f"{self.url}/v1/chat/completions", json=body, headers=headers or {}, timeout=30)
+
+    def stop(self, sig=signal.SIGTERM, timeout=40):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+ENV_NAMES = {
+    "GATEWAY_CONFIG", "GATEWAY_HOST", "GATEWAY_PORT", "NODE_ENV", "GATEWAY_ENV", "OPENAI_API_KEY",
+    "GEMINI_API_KEY", "CACHE_ENABLED", "RATE_LIMITING_ENABLED", "CORS_ENABLED",
+    "MAX_CONCURRENT_REQUESTS", "REQUEST_TIMEOUT", "HEALTH_CHECK_INTERVAL_MS", "REDIS_URL", "DEBUG",
+    "LOG_LEVEL", "LOG_FORMAT",
+}
+
+
+def provider_config(mock_url, openai_key="gw-openai-key", gemini_key="gw-gemini-key", **extra):
+    """A config whose providers are the given mock, as a dict to tweak and pass to Gateway."""
+    cfg = {
+        "auth": {"mode": "hybrid"},
+        "providers": {
+            "openai": {"base_url": f"{mock_url}/v1", "timeout": 5000, "retry_count": 1},
+            "gemini": {"base_url": f"{mock_url}/v1beta", "timeout": 5000, "retry_count": 1},
+        },
+        "routing": {"strategy": "round_robin", "health_check_interval_ms": 500},
+        "logging": {"level": "info", "format": "json"},
+    }
+    if openai_key:
+        cfg["providers"]["openai"]["api_key"] = openai_key
+    if gemini_key:
+        cfg["providers"]["gemini"]["api_key"] = gemini_key
+    for section, values in extra.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+@pytest.fixture
+def mock():
+    m = Mock()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def start_mock():
+    started = []
+
+    def start(*args, **kw):
+        m = Mock(*args, **kw)
+        started.append(m)
+        return m
+
+    yield start
+    for m in started:
+        m.stop()
+
+
+@pytest.fixture
+def start_gateway():
+    started = []
+
+    def start(config, **kw):
+        g = Gateway(config, **kw)
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        g.stop()
+
+
+@pytest.fixture
+def gw(mock, start_gateway):
+    """A gateway in hybrid mode in front of one mock provider."""
+    return start_gateway(provider_config(mock.url))
