@@ -32,10 +32,17 @@ pub enum AccessDenied {
 
 /// Checks the presented gateway key against every configured key in constant time
 /// (all digests are compared, whatever matches first).
-pub fn check_access<'a>(auth: &'a AuthConfig, presented: Option<&[u8]>) -> Result<Caller<'a>, AccessDenied> {
+pub fn check_access<'a>(
+    auth: &'a AuthConfig,
+    presented: Option<&[u8]>,
+) -> Result<Caller<'a>, AccessDenied> {
     let presented = presented.map(trim_bearer).filter(|k| !k.is_empty());
     let Some(presented) = presented else {
-        return if auth.require_auth_header { Err(AccessDenied::Missing) } else { Ok(Caller::Anonymous) };
+        return if auth.require_auth_header {
+            Err(AccessDenied::Missing)
+        } else {
+            Ok(Caller::Anonymous)
+        };
     };
     let digest = sha256(presented);
     let mut found: Option<&AccessKey> = None;
@@ -46,7 +53,9 @@ pub fn check_access<'a>(auth: &'a AuthConfig, presented: Option<&[u8]>) -> Resul
     }
     match found {
         Some(key) => Ok(Caller::Key(key)),
-        None => Err(AccessDenied::Invalid { fingerprint: hex::encode(&digest[..6]) }),
+        None => Err(AccessDenied::Invalid {
+            fingerprint: hex::encode(&digest[..6]),
+        }),
     }
 }
 
@@ -105,7 +114,11 @@ impl ClientKeys {
             ProviderKind::OpenAi => self.openai.as_deref(),
             ProviderKind::Gemini => self.gemini.as_deref(),
         };
-        specific.or(if bearer_applies { self.bearer.as_deref() } else { None })
+        specific.or(if bearer_applies {
+            self.bearer.as_deref()
+        } else {
+            None
+        })
     }
 }
 
@@ -159,8 +172,18 @@ mod tests {
             allow_client_keys: true,
             require_auth_header: require,
             keys: vec![
-                AccessKey { id: "team-a".into(), sha256: sha256(b"ka"), rate_limit_rpm: None, tpm: None },
-                AccessKey { id: "team-b".into(), sha256: sha256(b"kb"), rate_limit_rpm: None, tpm: None },
+                AccessKey {
+                    id: "team-a".into(),
+                    sha256: sha256(b"ka"),
+                    rate_limit_rpm: None,
+                    tpm: None,
+                },
+                AccessKey {
+                    id: "team-b".into(),
+                    sha256: sha256(b"kb"),
+                    rate_limit_rpm: None,
+                    tpm: None,
+                },
             ],
         }
     }
@@ -169,13 +192,21 @@ mod tests {
     fn access_keys_match_by_digest() {
         let a = auth(AuthMode::Hybrid, true);
         assert!(matches!(check_access(&a, Some(b"kb")), Ok(Caller::Key(k)) if k.id == "team-b"));
-        assert!(matches!(check_access(&a, Some(b"Bearer ka")), Ok(Caller::Key(k)) if k.id == "team-a"));
+        assert!(
+            matches!(check_access(&a, Some(b"Bearer ka")), Ok(Caller::Key(k)) if k.id == "team-a")
+        );
         assert!(matches!(check_access(&a, None), Err(AccessDenied::Missing)));
-        assert!(matches!(check_access(&a, Some(b"nope")), Err(AccessDenied::Invalid { .. })));
+        assert!(matches!(
+            check_access(&a, Some(b"nope")),
+            Err(AccessDenied::Invalid { .. })
+        ));
         let open = auth(AuthMode::Hybrid, false);
         assert!(matches!(check_access(&open, None), Ok(Caller::Anonymous)));
         assert!(
-            matches!(check_access(&open, Some(b"wrong")), Err(AccessDenied::Invalid { .. })),
+            matches!(
+                check_access(&open, Some(b"wrong")),
+                Err(AccessDenied::Invalid { .. })
+            ),
             "a wrong key is refused even when keys are optional"
         );
     }
@@ -184,14 +215,29 @@ mod tests {
     fn modes_choose_the_upstream_key() {
         let gw = Secret::new("gw");
         let pick = |mode, client: Option<&str>| upstream_key(&auth(mode, false), client, Some(&gw));
-        assert_eq!(pick(AuthMode::Gateway, Some("c")), Some(UpstreamKey::Gateway(gw.clone())));
-        assert_eq!(pick(AuthMode::Client, Some("c")), Some(UpstreamKey::Client(Secret::new("c"))));
+        assert_eq!(
+            pick(AuthMode::Gateway, Some("c")),
+            Some(UpstreamKey::Gateway(gw.clone()))
+        );
+        assert_eq!(
+            pick(AuthMode::Client, Some("c")),
+            Some(UpstreamKey::Client(Secret::new("c")))
+        );
         assert_eq!(pick(AuthMode::Client, None), None);
-        assert_eq!(pick(AuthMode::Hybrid, Some("c")), Some(UpstreamKey::Client(Secret::new("c"))));
-        assert_eq!(pick(AuthMode::Hybrid, None), Some(UpstreamKey::Gateway(gw.clone())));
+        assert_eq!(
+            pick(AuthMode::Hybrid, Some("c")),
+            Some(UpstreamKey::Client(Secret::new("c")))
+        );
+        assert_eq!(
+            pick(AuthMode::Hybrid, None),
+            Some(UpstreamKey::Gateway(gw.clone()))
+        );
         let mut no_client = auth(AuthMode::Hybrid, false);
         no_client.allow_client_keys = false;
-        assert_eq!(upstream_key(&no_client, Some("c"), Some(&gw)), Some(UpstreamKey::Gateway(gw)));
+        assert_eq!(
+            upstream_key(&no_client, Some("c"), Some(&gw)),
+            Some(UpstreamKey::Gateway(gw))
+        );
     }
 
     #[test]
@@ -201,7 +247,10 @@ mod tests {
         assert_eq!(keys.for_provider(ProviderKind::OpenAi, false), None);
         assert_eq!(keys.for_provider(ProviderKind::Gemini, false), Some("g"));
         let q = ClientKeys::from_headers(None, Some(b"x"), None, Some("qk"), false);
-        assert_eq!((q.openai.as_deref(), q.gemini.as_deref()), (Some("x"), Some("qk")));
+        assert_eq!(
+            (q.openai.as_deref(), q.gemini.as_deref()),
+            (Some("x"), Some("qk"))
+        );
         let gwh = ClientKeys::from_headers(Some(b"Bearer gwkey"), None, None, None, true);
         assert_eq!(gwh.bearer, None);
     }

@@ -41,7 +41,11 @@ pub struct Args {
 }
 
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut out = Args { command: Command::Run, config: None, overrides: Overrides::default() };
+    let mut out = Args {
+        command: Command::Run,
+        config: None,
+        overrides: Overrides::default(),
+    };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -49,7 +53,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             _ => (arg.clone(), None),
         };
         let mut value = |name: &str| -> Result<String, String> {
-            inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"))
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs a value"))
         };
         match flag.as_str() {
             "-c" | "--config" => out.config = Some(PathBuf::from(value("--config")?)),
@@ -57,7 +64,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--host" => out.overrides.host = Some(value("--host")?),
             "-p" | "--port" => {
                 let v = value("--port")?;
-                out.overrides.port = Some(v.parse().map_err(|_| format!("--port: expected a port number, got {v:?}"))?);
+                out.overrides.port = Some(
+                    v.parse()
+                        .map_err(|_| format!("--port: expected a port number, got {v:?}"))?,
+                );
             }
             "--log-level" => {
                 let v = value("--log-level")?;
@@ -66,7 +76,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     "info" => LogLevel::Info,
                     "warn" => LogLevel::Warn,
                     "error" => LogLevel::Error,
-                    _ => return Err(format!("--log-level: expected one of debug, info, warn, error, got {v:?}")),
+                    _ => {
+                        return Err(format!(
+                            "--log-level: expected one of debug, info, warn, error, got {v:?}"
+                        ))
+                    }
                 });
             }
             "--log-format" => {
@@ -74,7 +88,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 out.overrides.log_format = Some(match v.to_ascii_lowercase().as_str() {
                     "json" => LogFormat::Json,
                     "text" => LogFormat::Text,
-                    _ => return Err(format!("--log-format: expected one of json, text, got {v:?}")),
+                    _ => {
+                        return Err(format!(
+                            "--log-format: expected one of json, text, got {v:?}"
+                        ))
+                    }
                 });
             }
             "--list-env" => out.command = Command::ListEnv,
@@ -90,17 +108,33 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
 /// One plain HTTP/1.1 GET; true on a 2xx. For distroless images, which have no curl.
 pub fn health_probe(url: &str) -> bool {
     use std::io::{Read, Write};
-    let Ok(addr) = crate::upstream::PeerAddress::parse(url) else { return false };
+    let Ok(addr) = crate::upstream::PeerAddress::parse(url) else {
+        return false;
+    };
     if addr.tls {
         return false;
     }
-    let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_else(|| "/".into());
+    let path = url
+        .splitn(4, '/')
+        .nth(3)
+        .map(|p| format!("/{p}"))
+        .unwrap_or_else(|| "/".into());
     let timeout = std::time::Duration::from_secs(3);
-    let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(addr.host.as_str(), addr.port)) else { return false };
-    let Some(sock) = addrs.next() else { return false };
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&sock, timeout) else { return false };
+    let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(addr.host.as_str(), addr.port))
+    else {
+        return false;
+    };
+    let Some(sock) = addrs.next() else {
+        return false;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&sock, timeout) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(timeout));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr.authority());
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        addr.authority()
+    );
     if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
@@ -119,13 +153,24 @@ mod tests {
 
     #[test]
     fn parses_flags() {
-        let a = p(&["--config", "x.yaml", "--check", "--port=9001", "--log-level", "debug"]).unwrap();
+        let a = p(&[
+            "--config",
+            "x.yaml",
+            "--check",
+            "--port=9001",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
         assert_eq!(a.command, Command::Check);
         assert_eq!(a.config, Some(PathBuf::from("x.yaml")));
         assert_eq!(a.overrides.port, Some(9001));
         assert_eq!(a.overrides.log_level, Some(LogLevel::Debug));
         assert_eq!(p(&["-c"]).unwrap_err(), "--config needs a value");
-        assert_eq!(p(&["--port", "x"]).unwrap_err(), "--port: expected a port number, got \"x\"");
+        assert_eq!(
+            p(&["--port", "x"]).unwrap_err(),
+            "--port: expected a port number, got \"x\""
+        );
         assert!(p(&["--bogus"]).is_err());
     }
 }

@@ -7,7 +7,10 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq)]
 pub enum GatewayError {
     /// The body is not valid JSON or misses a required field.
-    BadRequest { message: String, param: Option<String> },
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
     /// The body is larger than `server.max_body_bytes`.
     BodyTooLarge { limit: usize },
     /// No route for this method and path.
@@ -47,7 +50,10 @@ struct Body<'a> {
 
 impl GatewayError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        GatewayError::BadRequest { message: message.into(), param: None }
+        GatewayError::BadRequest {
+            message: message.into(),
+            param: None,
+        }
     }
 
     pub fn status(&self) -> u16 {
@@ -72,10 +78,14 @@ impl GatewayError {
             | GatewayError::NotFound { .. }
             | GatewayError::ModelNotFound { .. }
             | GatewayError::MethodNotAllowed => "invalid_request_error",
-            GatewayError::Unauthorized { .. } | GatewayError::MissingProviderKey { .. } => "authentication_error",
+            GatewayError::Unauthorized { .. } | GatewayError::MissingProviderKey { .. } => {
+                "authentication_error"
+            }
             GatewayError::RateLimited { .. } => "rate_limit_error",
             GatewayError::Overloaded => "server_overloaded",
-            GatewayError::UpstreamTimeout { .. } | GatewayError::UpstreamFailed { .. } => "api_error",
+            GatewayError::UpstreamTimeout { .. } | GatewayError::UpstreamFailed { .. } => {
+                "api_error"
+            }
         }
     }
 
@@ -114,7 +124,9 @@ impl GatewayError {
             GatewayError::RateLimited { retry_after_secs } => {
                 format!("Rate limit reached for this caller. Retry after {retry_after_secs} s.")
             }
-            GatewayError::Overloaded => "The gateway is at its concurrency limit; retry shortly.".into(),
+            GatewayError::Overloaded => {
+                "The gateway is at its concurrency limit; retry shortly.".into()
+            }
             GatewayError::UpstreamTimeout { message } => message.clone(),
             GatewayError::UpstreamFailed { message } => message.clone(),
             GatewayError::MethodNotAllowed => "Method not allowed on this route.".into(),
@@ -142,8 +154,20 @@ impl GatewayError {
 }
 
 /// `{"error":{"message","type","param","code"}}` as bytes.
-pub fn openai_error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
-    let env = Envelope { error: Body { message, kind, param, code } };
+pub fn openai_error_body(
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Bytes {
+    let env = Envelope {
+        error: Body {
+            message,
+            kind,
+            param,
+            code,
+        },
+    };
     Bytes::from(serde_json::to_vec(&env).unwrap_or_default())
 }
 
@@ -154,7 +178,9 @@ mod tests {
 
     #[test]
     fn renders_openai_shape() {
-        let e = GatewayError::ModelNotFound { model: "gpt-9".into() };
+        let e = GatewayError::ModelNotFound {
+            model: "gpt-9".into(),
+        };
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(e.status(), 404);
         assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -167,10 +193,34 @@ mod tests {
     fn statuses_follow_the_spec() {
         assert_eq!(GatewayError::bad_request("x").status(), 400);
         assert_eq!(GatewayError::BodyTooLarge { limit: 1 }.status(), 413);
-        assert_eq!(GatewayError::Unauthorized { message: "x".into() }.status(), 401);
-        assert_eq!(GatewayError::RateLimited { retry_after_secs: 3 }.retry_after(), Some(3));
+        assert_eq!(
+            GatewayError::Unauthorized {
+                message: "x".into()
+            }
+            .status(),
+            401
+        );
+        assert_eq!(
+            GatewayError::RateLimited {
+                retry_after_secs: 3
+            }
+            .retry_after(),
+            Some(3)
+        );
         assert_eq!(GatewayError::Overloaded.status(), 503);
-        assert_eq!(GatewayError::UpstreamTimeout { message: "t".into() }.status(), 504);
-        assert_eq!(GatewayError::UpstreamFailed { message: "f".into() }.status(), 502);
+        assert_eq!(
+            GatewayError::UpstreamTimeout {
+                message: "t".into()
+            }
+            .status(),
+            504
+        );
+        assert_eq!(
+            GatewayError::UpstreamFailed {
+                message: "f".into()
+            }
+            .status(),
+            502
+        );
     }
 }

@@ -87,7 +87,10 @@ pub fn init(c: &LoggingConfig) -> std::io::Result<()> {
             *current = sink;
         }
     } else {
-        let logger = LOGGER.get_or_init(|| Logger { settings: RwLock::new(settings_of(c)), sink: Mutex::new(sink) });
+        let logger = LOGGER.get_or_init(|| Logger {
+            settings: RwLock::new(settings_of(c)),
+            sink: Mutex::new(sink),
+        });
         let _ = log::set_logger(logger);
     }
     log::set_max_level(log::LevelFilter::Debug);
@@ -115,7 +118,9 @@ impl Settings {
             // Pingora's own info chatter stays out of an info log unless debug was asked for.
             return ours || level <= log::Level::Warn || self.level >= log::LevelFilter::Debug;
         }
-        level == log::Level::Debug && ours && self.debug_targets.iter().any(|t| t == "*" || t == target)
+        level == log::Level::Debug
+            && ours
+            && self.debug_targets.iter().any(|t| t == "*" || t == target)
     }
 }
 
@@ -137,9 +142,12 @@ impl Logger {
             let _ = match &mut *sink {
                 Sink::Stdout => {
                     let mut out = std::io::stdout().lock();
-                    out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n"))
+                    out.write_all(line.as_bytes())
+                        .and_then(|_| out.write_all(b"\n"))
                 }
-                Sink::File(f, _) => f.write_all(line.as_bytes()).and_then(|_| f.write_all(b"\n")),
+                Sink::File(f, _) => f
+                    .write_all(line.as_bytes())
+                    .and_then(|_| f.write_all(b"\n")),
             };
         }
     }
@@ -147,11 +155,16 @@ impl Logger {
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        self.settings.read().map(|s| s.enabled(m.level(), m.target())).unwrap_or(false)
+        self.settings
+            .read()
+            .map(|s| s.enabled(m.level(), m.target()))
+            .unwrap_or(false)
     }
 
     fn log(&self, record: &log::Record) {
-        let Ok(settings) = self.settings.read() else { return };
+        let Ok(settings) = self.settings.read() else {
+            return;
+        };
         if !settings.enabled(record.level(), record.target()) {
             return;
         }
@@ -164,7 +177,13 @@ impl log::Log for Logger {
                 message: record.args().to_string(),
             })
             .unwrap_or_default(),
-            LogFormat::Text => format!("{} {:5} {} {}", now_rfc3339(), level.to_uppercase(), record.target(), record.args()),
+            LogFormat::Text => format!(
+                "{} {:5} {} {}",
+                now_rfc3339(),
+                level.to_uppercase(),
+                record.target(),
+                record.args()
+            ),
         };
         drop(settings);
         self.write_line(&line);
@@ -215,7 +234,9 @@ struct AccessJson<'a> {
 /// Writes the access-log line for one request.
 pub fn access(record: &AccessRecord) {
     let Some(logger) = LOGGER.get() else { return };
-    let Ok(settings) = logger.settings.read() else { return };
+    let Ok(settings) = logger.settings.read() else {
+        return;
+    };
     if settings.level < log::LevelFilter::Info {
         return;
     }

@@ -29,14 +29,22 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::HealthProbe(url) => {
-            return if cli::health_probe(url) { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+            return if cli::health_probe(url) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
         }
         Command::Run | Command::Check => {}
     }
     let path = args
         .config
         .clone()
-        .or_else(|| std::env::var_os("GATEWAY_CONFIG").filter(|v| !v.is_empty()).map(Into::into))
+        .or_else(|| {
+            std::env::var_os("GATEWAY_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(Into::into)
+        })
         .unwrap_or_else(|| "conf/gateway.yaml".into());
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -59,7 +67,8 @@ fn main() -> ExitCode {
         eprintln!("warning: {w}");
     }
     if args.command == Command::Check {
-        let shown = serde_json::to_string_pretty(&loaded.config.redacted_json()).unwrap_or_default();
+        let shown =
+            serde_json::to_string_pretty(&loaded.config.redacted_json()).unwrap_or_default();
         println!("{shown}");
         return ExitCode::SUCCESS;
     }

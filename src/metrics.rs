@@ -9,8 +9,8 @@ use std::sync::LazyLock;
 
 /// Buckets from 100 µs (cache hits) to 2 min (long streams).
 const DURATION_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 30.0, 60.0, 120.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
 pub struct Metrics {
@@ -44,8 +44,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "Upstream attempts, by provider, model and outcome status",
             &["provider", "model", "status"]
         )?,
-        cache_hits: register_int_counter_vec!("gateway_cache_hits_total", "Cache hits", &["route"])?,
-        cache_misses: register_int_counter_vec!("gateway_cache_misses_total", "Cache misses", &["route"])?,
+        cache_hits: register_int_counter_vec!(
+            "gateway_cache_hits_total",
+            "Cache hits",
+            &["route"]
+        )?,
+        cache_misses: register_int_counter_vec!(
+            "gateway_cache_misses_total",
+            "Cache misses",
+            &["route"]
+        )?,
         errors: register_int_counter_vec!(
             "gateway_errors_total",
             "Requests that ended in an error, by kind",

@@ -15,7 +15,10 @@ pub enum Route {
     /// Any other `/v1/*`: passed through to OpenAI with auth injected.
     OpenAiPassthrough,
     /// Gemini's native `models/{model}:{method}` routes.
-    GeminiNative { model: String, method: GeminiMethod },
+    GeminiNative {
+        model: String,
+        method: GeminiMethod,
+    },
     /// A CORS preflight.
     Preflight,
     NotFound,
@@ -75,7 +78,11 @@ impl Route {
     pub fn is_operational(&self) -> bool {
         matches!(
             self,
-            Route::Health | Route::HealthLive | Route::HealthReady | Route::HealthProviders | Route::Metrics
+            Route::Health
+                | Route::HealthLive
+                | Route::HealthReady
+                | Route::HealthProviders
+                | Route::Metrics
         )
     }
 }
@@ -107,7 +114,13 @@ pub fn classify(method: &str, path: &str) -> Route {
                     if model.is_empty() || model.contains('/') {
                         return Route::NotFound;
                     }
-                    return simple(Route::GeminiNative { model: model.to_string(), method: m }, post);
+                    return simple(
+                        Route::GeminiNative {
+                            model: model.to_string(),
+                            method: m,
+                        },
+                        post,
+                    );
                 }
             }
         }
@@ -124,21 +137,42 @@ mod tests {
 
     #[test]
     fn classifies_the_surface() {
-        assert_eq!(classify("POST", "/v1/chat/completions"), Route::ChatCompletions);
-        assert_eq!(classify("GET", "/v1/chat/completions"), Route::MethodNotAllowed);
+        assert_eq!(
+            classify("POST", "/v1/chat/completions"),
+            Route::ChatCompletions
+        );
+        assert_eq!(
+            classify("GET", "/v1/chat/completions"),
+            Route::MethodNotAllowed
+        );
         assert_eq!(classify("POST", "/v1/embeddings"), Route::Embeddings);
         assert_eq!(classify("GET", "/v1/models"), Route::Models);
         assert_eq!(classify("POST", "/v1/responses"), Route::OpenAiPassthrough);
-        assert_eq!(classify("GET", "/v1/models/gpt-4o"), Route::OpenAiPassthrough);
         assert_eq!(
-            classify("POST", "/v1beta/models/gemini-2.0-flash:streamGenerateContent"),
-            Route::GeminiNative { model: "gemini-2.0-flash".into(), method: GeminiMethod::StreamGenerateContent }
+            classify("GET", "/v1/models/gpt-4o"),
+            Route::OpenAiPassthrough
+        );
+        assert_eq!(
+            classify(
+                "POST",
+                "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+            ),
+            Route::GeminiNative {
+                model: "gemini-2.0-flash".into(),
+                method: GeminiMethod::StreamGenerateContent
+            }
         );
         assert_eq!(
             classify("POST", "/v1/models/text-embedding-004:embedContent"),
-            Route::GeminiNative { model: "text-embedding-004".into(), method: GeminiMethod::EmbedContent }
+            Route::GeminiNative {
+                model: "text-embedding-004".into(),
+                method: GeminiMethod::EmbedContent
+            }
         );
-        assert_eq!(classify("OPTIONS", "/v1/chat/completions"), Route::Preflight);
+        assert_eq!(
+            classify("OPTIONS", "/v1/chat/completions"),
+            Route::Preflight
+        );
         assert_eq!(classify("GET", "/health/ready"), Route::HealthReady);
         assert_eq!(classify("GET", "/nope"), Route::NotFound);
         assert!(classify("GET", "/metrics").is_operational());

@@ -45,12 +45,33 @@ pub const GEMINI_MODELS: &[&str] = &[
 
 /// The provider whose naming scheme a bare model name follows.
 pub fn provider_by_name(model: &str) -> Option<ProviderKind> {
-    if model == "text-embedding-004" || model.starts_with("gemini-") || model.starts_with("gemma-") || model.starts_with("embedding-") {
+    if model == "text-embedding-004"
+        || model.starts_with("gemini-")
+        || model.starts_with("gemma-")
+        || model.starts_with("embedding-")
+    {
         return Some(ProviderKind::Gemini);
     }
-    const OPENAI_PREFIXES: &[&str] =
-        &["gpt-", "chatgpt-", "o1", "o3", "o4", "text-embedding-", "davinci", "babbage", "omni-moderation", "text-moderation", "dall-e", "whisper", "tts-", "codex-"];
-    OPENAI_PREFIXES.iter().any(|p| model.starts_with(p)).then_some(ProviderKind::OpenAi)
+    const OPENAI_PREFIXES: &[&str] = &[
+        "gpt-",
+        "chatgpt-",
+        "o1",
+        "o3",
+        "o4",
+        "text-embedding-",
+        "davinci",
+        "babbage",
+        "omni-moderation",
+        "text-moderation",
+        "dall-e",
+        "whisper",
+        "tts-",
+        "codex-",
+    ];
+    OPENAI_PREFIXES
+        .iter()
+        .any(|p| model.starts_with(p))
+        .then_some(ProviderKind::OpenAi)
 }
 
 /// Whether `provider` serves `model`: its `models` override when set, else the naming scheme.
@@ -66,7 +87,9 @@ fn serves(config: &Config, provider: ProviderKind, model: &str) -> bool {
 
 /// Resolves a requested model. An explicit model never moves to another provider.
 pub fn resolve(config: &Config, requested: &str) -> Result<Resolution, GatewayError> {
-    let not_found = || GatewayError::ModelNotFound { model: requested.to_string() };
+    let not_found = || GatewayError::ModelNotFound {
+        model: requested.to_string(),
+    };
     if let Some(list) = config.routing.models.get(requested) {
         let candidates: Vec<Candidate> = list
             .iter()
@@ -74,27 +97,45 @@ pub fn resolve(config: &Config, requested: &str) -> Result<Resolution, GatewayEr
                 let (prov, model) = entry.split_once('/')?;
                 let provider = ProviderKind::from_name(prov)?;
                 config.provider(provider)?;
-                Some(Candidate { provider, model: model.to_string() })
+                Some(Candidate {
+                    provider,
+                    model: model.to_string(),
+                })
             })
             .collect();
         if candidates.is_empty() {
             return Err(not_found());
         }
-        return Ok(Resolution { candidates, is_virtual: true });
+        return Ok(Resolution {
+            candidates,
+            is_virtual: true,
+        });
     }
     if let Some((prov, model)) = requested.split_once('/') {
         if let Some(provider) = ProviderKind::from_name(prov) {
             if config.provider(provider).is_none() || model.is_empty() {
                 return Err(not_found());
             }
-            return Ok(Resolution { candidates: vec![Candidate { provider, model: model.to_string() }], is_virtual: false });
+            return Ok(Resolution {
+                candidates: vec![Candidate {
+                    provider,
+                    model: model.to_string(),
+                }],
+                is_virtual: false,
+            });
         }
     }
     // Gemini SDKs and some clients write `models/gemini-…`.
     let bare = requested.strip_prefix("models/").unwrap_or(requested);
     for provider in ProviderKind::ALL {
         if serves(config, provider, bare) {
-            return Ok(Resolution { candidates: vec![Candidate { provider, model: bare.to_string() }], is_virtual: false });
+            return Ok(Resolution {
+                candidates: vec![Candidate {
+                    provider,
+                    model: bare.to_string(),
+                }],
+                is_virtual: false,
+            });
         }
     }
     Err(not_found())
@@ -105,7 +146,9 @@ pub fn resolve(config: &Config, requested: &str) -> Result<Resolution, GatewayEr
 pub fn catalog(config: &Config) -> Vec<(String, &'static str)> {
     let mut out = Vec::new();
     for provider in ProviderKind::ALL {
-        let Some(p) = config.provider(provider) else { continue };
+        let Some(p) = config.provider(provider) else {
+            continue;
+        };
         let owner = provider.name();
         match &p.models {
             Some(list) => out.extend(list.iter().map(|m| (m.clone(), owner))),
@@ -118,7 +161,13 @@ pub fn catalog(config: &Config) -> Vec<(String, &'static str)> {
             }
         }
     }
-    out.extend(config.routing.models.keys().map(|k| (k.clone(), "llm-gateway")));
+    out.extend(
+        config
+            .routing
+            .models
+            .keys()
+            .map(|k| (k.clone(), "llm-gateway")),
+    );
     out
 }
 
@@ -129,7 +178,9 @@ mod tests {
     use crate::config::Overrides;
 
     fn config(yaml: &str) -> Config {
-        Config::load(yaml, &|_| None, &Overrides::default()).unwrap().config
+        Config::load(yaml, &|_| None, &Overrides::default())
+            .unwrap()
+            .config
     }
 
     fn first(c: &Config, m: &str) -> (ProviderKind, String) {
@@ -140,35 +191,63 @@ mod tests {
     #[test]
     fn bare_names_follow_the_provider_catalogs() {
         let c = config("");
-        assert_eq!(first(&c, "gpt-4o-mini"), (ProviderKind::OpenAi, "gpt-4o-mini".into()));
+        assert_eq!(
+            first(&c, "gpt-4o-mini"),
+            (ProviderKind::OpenAi, "gpt-4o-mini".into())
+        );
         assert_eq!(first(&c, "o3-mini").0, ProviderKind::OpenAi);
         assert_eq!(first(&c, "text-embedding-3-small").0, ProviderKind::OpenAi);
         assert_eq!(first(&c, "gemini-2.0-flash").0, ProviderKind::Gemini);
         assert_eq!(first(&c, "text-embedding-004").0, ProviderKind::Gemini);
-        assert_eq!(first(&c, "models/gemini-2.5-pro"), (ProviderKind::Gemini, "gemini-2.5-pro".into()));
-        assert_eq!(resolve(&c, "llama-3").unwrap_err(), GatewayError::ModelNotFound { model: "llama-3".into() });
+        assert_eq!(
+            first(&c, "models/gemini-2.5-pro"),
+            (ProviderKind::Gemini, "gemini-2.5-pro".into())
+        );
+        assert_eq!(
+            resolve(&c, "llama-3").unwrap_err(),
+            GatewayError::ModelNotFound {
+                model: "llama-3".into()
+            }
+        );
     }
 
     #[test]
     fn prefixed_names_pin_the_provider() {
         let c = config("");
-        assert_eq!(first(&c, "openai/my-finetune"), (ProviderKind::OpenAi, "my-finetune".into()));
-        assert_eq!(first(&c, "gemini/gemini-2.0-flash"), (ProviderKind::Gemini, "gemini-2.0-flash".into()));
+        assert_eq!(
+            first(&c, "openai/my-finetune"),
+            (ProviderKind::OpenAi, "my-finetune".into())
+        );
+        assert_eq!(
+            first(&c, "gemini/gemini-2.0-flash"),
+            (ProviderKind::Gemini, "gemini-2.0-flash".into())
+        );
         let disabled = config("providers:\n  gemini:\n    enabled: false\n");
         assert!(resolve(&disabled, "gemini/gemini-2.0-flash").is_err());
-        assert!(resolve(&disabled, "gemini-2.0-flash").is_err(), "an explicit model never moves provider");
+        assert!(
+            resolve(&disabled, "gemini-2.0-flash").is_err(),
+            "an explicit model never moves provider"
+        );
     }
 
     #[test]
     fn virtual_models_list_their_candidates_in_order() {
-        let c = config("routing:\n  models:\n    default: [openai/gpt-4o-mini, gemini/gemini-2.0-flash]\n");
+        let c = config(
+            "routing:\n  models:\n    default: [openai/gpt-4o-mini, gemini/gemini-2.0-flash]\n",
+        );
         let r = resolve(&c, "default").unwrap();
         assert!(r.is_virtual);
         assert_eq!(
             r.candidates,
             vec![
-                Candidate { provider: ProviderKind::OpenAi, model: "gpt-4o-mini".into() },
-                Candidate { provider: ProviderKind::Gemini, model: "gemini-2.0-flash".into() }
+                Candidate {
+                    provider: ProviderKind::OpenAi,
+                    model: "gpt-4o-mini".into()
+                },
+                Candidate {
+                    provider: ProviderKind::Gemini,
+                    model: "gemini-2.0-flash".into()
+                }
             ]
         );
     }
@@ -179,6 +258,8 @@ mod tests {
         assert_eq!(first(&c, "my-model").0, ProviderKind::OpenAi);
         assert!(resolve(&c, "gpt-4o").is_err());
         let ids: Vec<String> = catalog(&c).into_iter().map(|(id, _)| id).collect();
-        assert!(ids.contains(&"my-model".to_string()) && ids.contains(&"gemini-2.0-flash".to_string()));
+        assert!(
+            ids.contains(&"my-model".to_string()) && ids.contains(&"gemini-2.0-flash".to_string())
+        );
     }
 }

@@ -12,10 +12,12 @@ use std::sync::Arc;
 
 /// Builds the server ready to run; `Err` names what could not be set up.
 pub fn build(config: Config) -> Result<Server, String> {
-    let mut conf = ServerConf::default();
-    conf.threads = config.server.threads;
-    conf.grace_period_seconds = Some(config.server.grace_period.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
@@ -30,12 +32,23 @@ pub fn build(config: Config) -> Result<Server, String> {
     let runtime = Runtime::new(config);
     initial_discovery(&runtime);
     for (kind, pool) in &runtime.pools {
-        let service = GenBackgroundService::new(format!("health checks: {}", kind.name()), pool.lb.clone());
+        let service =
+            GenBackgroundService::new(format!("health checks: {}", kind.name()), pool.lb.clone());
         server.add_service(service);
     }
     let state = Arc::new(State::new(runtime));
-    server.add_service(GenBackgroundService::new("drain".into(), Arc::new(Drain { state: state.clone(), grace: grace_period })));
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway { state }, "llm-gateway");
+    server.add_service(GenBackgroundService::new(
+        "drain".into(),
+        Arc::new(Drain {
+            state: state.clone(),
+            grace: grace_period,
+        }),
+    ));
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway { state },
+        "llm-gateway",
+    );
     match tls {
         Some(tls) => {
             let cert = tls.cert.to_string_lossy().to_string();
@@ -55,7 +68,12 @@ pub fn build(config: Config) -> Result<Server, String> {
 /// Resolves every pool once before serving, so the first requests find their peers; names
 /// that do not resolve in time are retried by the background updates.
 fn initial_discovery(runtime: &Runtime) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
     rt.block_on(async {
         for pool in runtime.pools.values() {
             let update = tokio::time::timeout(std::time::Duration::from_secs(3), pool.lb.update()).await;
@@ -84,7 +102,12 @@ impl pingora::services::background::BackgroundService for Drain {
         // Idle for a moment in a row: no request between two looks.
         let mut idle_rounds = 0;
         while std::time::Instant::now() < deadline {
-            if self.state.inflight.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            if self
+                .state
+                .inflight
+                .load(std::sync::atomic::Ordering::Acquire)
+                == 0
+            {
                 idle_rounds += 1;
                 if idle_rounds >= 3 {
                     break;

@@ -22,7 +22,10 @@ impl Runtime {
             .into_iter()
             .filter_map(|kind| ProviderPool::new(kind, &config).map(|p| (kind, Arc::new(p))))
             .collect();
-        Runtime { config: Arc::new(config), pools }
+        Runtime {
+            config: Arc::new(config),
+            pools,
+        }
     }
 }
 

@@ -61,12 +61,21 @@ impl PeerAddress {
         if host.is_empty() {
             return Err(bad());
         }
-        Ok(PeerAddress { tls, host, port, base_path: path.trim_end_matches('/').to_string() })
+        Ok(PeerAddress {
+            tls,
+            host,
+            port,
+            base_path: path.trim_end_matches('/').to_string(),
+        })
     }
 
     /// The `Host` header value.
     pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if self.port == if self.tls { 443 } else { 80 } {
             host
         } else {
@@ -134,32 +143,58 @@ impl ProviderPool {
         };
         add(&provider.base_url, &provider.api_key, provider.weight);
         for ep in &provider.endpoints {
-            add(&ep.base_url, &ep.api_key.clone().or_else(|| provider.api_key.clone()), ep.weight);
+            add(
+                &ep.base_url,
+                &ep.api_key.clone().or_else(|| provider.api_key.clone()),
+                ep.weight,
+            );
         }
-        let discovery = Discovery { peers: peers.clone() };
+        let discovery = Discovery {
+            peers: peers.clone(),
+        };
         let mut backends = Backends::new(Box::new(discovery));
         backends.set_health_check(Box::new(ConnectCheck));
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
         lb.health_check_frequency = Some(config.routing.health_check_interval);
         // Re-resolve names as often as we check health: provider IPs move.
-        lb.update_frequency = Some(config.routing.health_check_interval.max(Duration::from_secs(1)));
+        lb.update_frequency = Some(
+            config
+                .routing
+                .health_check_interval
+                .max(Duration::from_secs(1)),
+        );
         lb.parallel_health_check = true;
-        Some(ProviderPool { kind, peers, lb: Arc::new(lb) })
+        Some(ProviderPool {
+            kind,
+            peers,
+            lb: Arc::new(lb),
+        })
     }
 
-    /// Picks a healthy peer that was not tried yet in this request.
+    /// Picks a healthy peer, preferring those this request has failed on least often
+    /// (`tried` lists one address per failed attempt).
     pub fn select(&self, tried: &[SocketAddr]) -> Option<(Arc<PeerInfo>, SocketAddr)> {
-        let backend = self.lb.select_with(b"", 256, |b, healthy| {
-            healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
-        })?;
-        let addr = *backend.addr.as_inet()?;
-        let info = backend.ext.get::<Arc<PeerInfo>>()?.clone();
-        Some((info, addr))
+        let failures = |a: &SocketAddr| tried.iter().filter(|t| *t == a).count();
+        for allowed in 0..=tried.len() {
+            let picked = self.lb.select_with(b"", 256, |b, healthy| {
+                healthy && b.addr.as_inet().is_some_and(|a| failures(a) <= allowed)
+            });
+            if let Some(backend) = picked {
+                let addr = *backend.addr.as_inet()?;
+                let info = backend.ext.get::<Arc<PeerInfo>>()?.clone();
+                return Some((info, addr));
+            }
+        }
+        None
     }
 
     /// Whether any peer is currently healthy.
     pub fn any_healthy(&self) -> bool {
-        self.lb.backends().get_backend().iter().any(|b| self.lb.backends().ready(b))
+        self.lb
+            .backends()
+            .get_backend()
+            .iter()
+            .any(|b| self.lb.backends().ready(b))
     }
 
     /// Each peer with its resolved backend's health, for `/health/providers`.
@@ -178,7 +213,9 @@ impl ProviderPool {
 }
 
 fn same_peer(b: &Backend, p: &Arc<PeerInfo>) -> bool {
-    b.ext.get::<Arc<PeerInfo>>().is_some_and(|x| Arc::ptr_eq(x, p))
+    b.ext
+        .get::<Arc<PeerInfo>>()
+        .is_some_and(|x| Arc::ptr_eq(x, p))
 }
 
 /// Resolves every peer's host on each update; a name that does not resolve is left out
@@ -224,7 +261,10 @@ fn set_error(peer: &PeerInfo, error: String) {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A TCP connect check: cheap, needs no provider key, and catches a dead peer or port.
@@ -238,7 +278,9 @@ impl HealthCheck for ConnectCheck {
             return Err(pingora::Error::new_str("not an inet address"));
         };
         let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await;
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await;
         let result = match outcome {
             Ok(Ok(_stream)) => Ok(()),
             Ok(Err(e)) => Err(format!("connect to {addr} failed: {e}")),
@@ -248,7 +290,9 @@ impl HealthCheck for ConnectCheck {
             info.stats.last_check_ms.store(now_ms(), Ordering::Relaxed);
             match &result {
                 Ok(()) => {
-                    info.stats.latency_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    info.stats
+                        .latency_us
+                        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     if let Ok(mut slot) = info.stats.last_error.lock() {
                         *slot = None;
                     }
@@ -272,13 +316,22 @@ mod tests {
     #[test]
     fn parses_base_urls() {
         let a = PeerAddress::parse("https://api.openai.com/v1").unwrap();
-        assert_eq!((a.tls, a.host.as_str(), a.port, a.base_path.as_str()), (true, "api.openai.com", 443, "/v1"));
+        assert_eq!(
+            (a.tls, a.host.as_str(), a.port, a.base_path.as_str()),
+            (true, "api.openai.com", 443, "/v1")
+        );
         assert_eq!(a.authority(), "api.openai.com");
         let b = PeerAddress::parse("http://127.0.0.1:9000/v1beta/").unwrap();
-        assert_eq!((b.tls, b.port, b.base_path.as_str()), (false, 9000, "/v1beta"));
+        assert_eq!(
+            (b.tls, b.port, b.base_path.as_str()),
+            (false, 9000, "/v1beta")
+        );
         assert_eq!(b.authority(), "127.0.0.1:9000");
         let c = PeerAddress::parse("http://[::1]:9000").unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.base_path.as_str()), ("::1", 9000, ""));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.base_path.as_str()),
+            ("::1", 9000, "")
+        );
         assert_eq!(c.authority(), "[::1]:9000");
         assert!(PeerAddress::parse("ftp://x").is_err());
         assert!(PeerAddress::parse("http://:80").is_err());

@@ -40,13 +40,22 @@ fn first_line(s: &str) -> &str {
 /// A string that is exactly one reference to an unset variable (with no default) becomes
 /// `null`, i.e. "not configured": `api_key: "${OPENAI_API_KEY}"` with the variable unset means
 /// no gateway key rather than an empty one. The paths of such fields are returned.
-pub fn expand_env(value: &mut Value, env: &dyn Fn(&str) -> Option<String>, path: &str) -> Vec<String> {
+pub fn expand_env(
+    value: &mut Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    path: &str,
+) -> Vec<String> {
     let mut unset = Vec::new();
     expand_inner(value, env, path, &mut unset);
     unset
 }
 
-fn expand_inner(value: &mut Value, env: &dyn Fn(&str) -> Option<String>, path: &str, unset: &mut Vec<String>) {
+fn expand_inner(
+    value: &mut Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    path: &str,
+    unset: &mut Vec<String>,
+) {
     match value {
         Value::String(s) if s.contains("${") => {
             let (expanded, missing) = expand_str(s, env);
@@ -64,7 +73,11 @@ fn expand_inner(value: &mut Value, env: &dyn Fn(&str) -> Option<String>, path: &
         }
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 expand_inner(v, env, &child, unset);
             }
         }
@@ -74,7 +87,10 @@ fn expand_inner(value: &mut Value, env: &dyn Fn(&str) -> Option<String>, path: &
 
 fn is_single_reference(s: &str) -> bool {
     let t = s.trim();
-    t.starts_with("${") && t.ends_with('}') && t[2..].find('}') == Some(t.len() - 3) && !t.contains(":-")
+    t.starts_with("${")
+        && t.ends_with('}')
+        && t[2..].find('}') == Some(t.len() - 3)
+        && !t.contains(":-")
 }
 
 /// Returns the expanded string and whether any variable without a default was unset.
@@ -161,7 +177,10 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub fn new(map: Option<&'a Map<String, Value>>, path: &str) -> Self {
-        Fields { map, path: path.to_string() }
+        Fields {
+            map,
+            path: path.to_string(),
+        }
     }
 
     /// The raw value of a key, `None` when absent or null.
@@ -177,7 +196,10 @@ impl<'a> Fields<'a> {
         match self.raw(key) {
             None => default,
             Some(v) => parse_bool(v).unwrap_or_else(|| {
-                p.error(&self.path_of(key), format!("expected true or false, got {}", describe(v)));
+                p.error(
+                    &self.path_of(key),
+                    format!("expected true or false, got {}", describe(v)),
+                );
                 default
             }),
         }
@@ -188,7 +210,10 @@ impl<'a> Fields<'a> {
         match self.raw(key) {
             None => default,
             Some(v) => parse_u64(v).unwrap_or_else(|| {
-                p.error(&self.path_of(key), format!("expected {what}, got {}", describe(v)));
+                p.error(
+                    &self.path_of(key),
+                    format!("expected {what}, got {}", describe(v)),
+                );
                 default
             }),
         }
@@ -198,7 +223,10 @@ impl<'a> Fields<'a> {
         match self.raw(key) {
             None => default,
             Some(v) => parse_f64(v).unwrap_or_else(|| {
-                p.error(&self.path_of(key), format!("expected {what}, got {}", describe(v)));
+                p.error(
+                    &self.path_of(key),
+                    format!("expected {what}, got {}", describe(v)),
+                );
                 default
             }),
         }
@@ -210,7 +238,10 @@ impl<'a> Fields<'a> {
             Some(Value::String(s)) => Some(s.clone()),
             Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
             Some(v) => {
-                p.error(&self.path_of(key), format!("expected a string, got {}", describe(v)));
+                p.error(
+                    &self.path_of(key),
+                    format!("expected a string, got {}", describe(v)),
+                );
                 None
             }
         }
@@ -234,13 +265,21 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn choice<T: Copy>(&self, key: &str, choices: &[(&str, T)], default: T, p: &mut Problems) -> T {
+    pub fn choice<T: Copy>(
+        &self,
+        key: &str,
+        choices: &[(&str, T)],
+        default: T,
+        p: &mut Problems,
+    ) -> T {
         match self.raw(key) {
             None => default,
             Some(v) => {
-                let found = v
-                    .as_str()
-                    .and_then(|s| choices.iter().find(|(name, _)| name.eq_ignore_ascii_case(s.trim())));
+                let found = v.as_str().and_then(|s| {
+                    choices
+                        .iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case(s.trim()))
+                });
                 match found {
                     Some((_, t)) => *t,
                     None => {
@@ -271,9 +310,17 @@ impl<'a> Fields<'a> {
                 }
                 Some(out)
             }
-            Value::String(s) => Some(s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()),
+            Value::String(s) => Some(
+                s.split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect(),
+            ),
             other => {
-                p.error(&self.path_of(key), format!("expected a list of strings, got {}", describe(other)));
+                p.error(
+                    &self.path_of(key),
+                    format!("expected a list of strings, got {}", describe(other)),
+                );
                 None
             }
         }
@@ -299,7 +346,11 @@ pub fn parse_bool_str(s: &str) -> Option<bool> {
 
 pub fn parse_u64(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }

@@ -82,8 +82,11 @@ pub enum LogOutput {
     File,
 }
 
-const AUTH_MODES: &[(&str, AuthMode)] =
-    &[("gateway", AuthMode::Gateway), ("client", AuthMode::Client), ("hybrid", AuthMode::Hybrid)];
+const AUTH_MODES: &[(&str, AuthMode)] = &[
+    ("gateway", AuthMode::Gateway),
+    ("client", AuthMode::Client),
+    ("hybrid", AuthMode::Hybrid),
+];
 const STRATEGIES: &[(&str, Strategy)] = &[
     ("round_robin", Strategy::RoundRobin),
     ("performance", Strategy::Performance),
@@ -287,7 +290,16 @@ impl Config {
         let top = section(
             Some(&root),
             "",
-            &["server", "auth", "providers", "routing", "pricing", "cache", "security", "logging"],
+            &[
+                "server",
+                "auth",
+                "providers",
+                "routing",
+                "pricing",
+                "cache",
+                "security",
+                "logging",
+            ],
             &mut p,
         );
         if top.is_none() {
@@ -315,7 +327,10 @@ impl Config {
         apply_flags(&mut config, flags);
         validate(&config, &mut p);
         if p.errors.is_empty() {
-            Ok(Loaded { config, warnings: p.warnings })
+            Ok(Loaded {
+                config,
+                warnings: p.warnings,
+            })
         } else {
             Err(p.errors)
         }
@@ -356,7 +371,10 @@ fn server(v: Option<&Value>, p: &mut Problems) -> ServerConfig {
     let tls = section(f.raw("tls"), "server.tls", &["cert", "key"], p).and_then(|t| {
         let tf = Fields::new(Some(t), "server.tls");
         match (tf.string("cert", p), tf.string("key", p)) {
-            (Some(cert), Some(key)) => Some(TlsConfig { cert: cert.into(), key: key.into() }),
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert: cert.into(),
+                key: key.into(),
+            }),
             _ => {
                 p.error("server.tls", "needs both cert and key");
                 None
@@ -366,9 +384,12 @@ fn server(v: Option<&Value>, p: &mut Problems) -> ServerConfig {
     ServerConfig {
         host: f.string("host", p).unwrap_or_else(|| "0.0.0.0".into()),
         port: port.min(u16::MAX as u64) as u16,
-        max_body_bytes: f.integer("max_body_bytes", "a number of bytes", 10 * 1024 * 1024, p) as usize,
+        max_body_bytes: f.integer("max_body_bytes", "a number of bytes", 10 * 1024 * 1024, p)
+            as usize,
         tls,
-        environment: f.string("environment", p).unwrap_or_else(|| "production".into()),
+        environment: f
+            .string("environment", p)
+            .unwrap_or_else(|| "production".into()),
         max_concurrent_requests: f.integer("max_concurrent_requests", "a number", 1024, p) as usize,
         request_timeout: Duration::from_millis(f.integer(
             "request_timeout",
@@ -377,12 +398,22 @@ fn server(v: Option<&Value>, p: &mut Problems) -> ServerConfig {
             p,
         )),
         threads: f.integer("threads", "a number", 1, p) as usize,
-        grace_period: Duration::from_secs(f.integer("grace_period_seconds", "a number of seconds", 30, p)),
+        grace_period: Duration::from_secs(f.integer(
+            "grace_period_seconds",
+            "a number of seconds",
+            30,
+            p,
+        )),
     }
 }
 
 fn auth(v: Option<&Value>, p: &mut Problems) -> AuthConfig {
-    let m = section(v, "auth", &["mode", "allow_client_keys", "require_auth_header", "keys"], p);
+    let m = section(
+        v,
+        "auth",
+        &["mode", "allow_client_keys", "require_auth_header", "keys"],
+        p,
+    );
     let f = Fields::new(m, "auth");
     let mut keys = Vec::new();
     match f.raw("keys") {
@@ -390,7 +421,12 @@ fn auth(v: Option<&Value>, p: &mut Problems) -> AuthConfig {
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let path = format!("auth.keys[{i}]");
-                let km = section(Some(item), &path, &["id", "key", "sha256", "rate_limit_rpm", "tpm"], p);
+                let km = section(
+                    Some(item),
+                    &path,
+                    &["id", "key", "sha256", "rate_limit_rpm", "tpm"],
+                    p,
+                );
                 let kf = Fields::new(km, &path);
                 let id = kf.string("id", p).unwrap_or_else(|| format!("key-{i}"));
                 let digest = match (kf.secret("key", p), kf.string("sha256", p)) {
@@ -402,7 +438,10 @@ fn auth(v: Option<&Value>, p: &mut Problems) -> AuthConfig {
                             Some(d)
                         }
                         _ => {
-                            p.error(&format!("{path}.sha256"), "expected 64 hexadecimal characters");
+                            p.error(
+                                &format!("{path}.sha256"),
+                                "expected 64 hexadecimal characters",
+                            );
                             None
                         }
                     },
@@ -411,18 +450,30 @@ fn auth(v: Option<&Value>, p: &mut Problems) -> AuthConfig {
                         None
                     }
                     (None, None) => {
-                        p.warnings.push(format!("{path}: no key or sha256 (unset variable?); key ignored"));
+                        p.warnings.push(format!(
+                            "{path}: no key or sha256 (unset variable?); key ignored"
+                        ));
                         None
                     }
                 };
-                let rpm = kf.raw("rate_limit_rpm").map(|_| kf.integer("rate_limit_rpm", "a number", 0, p));
+                let rpm = kf
+                    .raw("rate_limit_rpm")
+                    .map(|_| kf.integer("rate_limit_rpm", "a number", 0, p));
                 let tpm = kf.raw("tpm").map(|_| kf.integer("tpm", "a number", 0, p));
                 if let Some(sha256) = digest {
-                    keys.push(AccessKey { id, sha256, rate_limit_rpm: rpm, tpm });
+                    keys.push(AccessKey {
+                        id,
+                        sha256,
+                        rate_limit_rpm: rpm,
+                        tpm,
+                    });
                 }
             }
         }
-        Some(other) => p.error("auth.keys", format!("expected a list, got {}", file::describe(other))),
+        Some(other) => p.error(
+            "auth.keys",
+            format!("expected a list, got {}", file::describe(other)),
+        ),
     }
     AuthConfig {
         mode: f.choice("mode", AUTH_MODES, AuthMode::Hybrid, p),
@@ -476,7 +527,10 @@ fn providers(v: Option<&Value>, p: &mut Problems) -> BTreeMap<ProviderKind, Prov
                     }
                 }
             }
-            Some(other) => p.error(&format!("{path}.endpoints"), format!("expected a list, got {}", file::describe(other))),
+            Some(other) => p.error(
+                &format!("{path}.endpoints"),
+                format!("expected a list, got {}", file::describe(other)),
+            ),
         }
         out.insert(
             kind,
@@ -485,8 +539,15 @@ fn providers(v: Option<&Value>, p: &mut Problems) -> BTreeMap<ProviderKind, Prov
                 // upstream with a client-supplied key must work out of the box.
                 enabled: f.boolean("enabled", true, p),
                 api_key: f.secret("api_key", p).map(Secret::new),
-                base_url: f.string("base_url", p).unwrap_or_else(|| default_url.into()),
-                timeout: Duration::from_millis(f.integer("timeout", "a number of milliseconds", 30_000, p)),
+                base_url: f
+                    .string("base_url", p)
+                    .unwrap_or_else(|| default_url.into()),
+                timeout: Duration::from_millis(f.integer(
+                    "timeout",
+                    "a number of milliseconds",
+                    30_000,
+                    p,
+                )),
                 retry_count: f.integer("retry_count", "a number", 3, p).min(10) as u32,
                 endpoints,
                 models: f.string_list("models", p),
@@ -499,20 +560,40 @@ fn providers(v: Option<&Value>, p: &mut Problems) -> BTreeMap<ProviderKind, Prov
 }
 
 fn routing(v: Option<&Value>, p: &mut Problems) -> RoutingConfig {
-    let m = section(v, "routing", &["strategy", "failover_enabled", "health_check_interval_ms", "models"], p);
+    let m = section(
+        v,
+        "routing",
+        &[
+            "strategy",
+            "failover_enabled",
+            "health_check_interval_ms",
+            "models",
+        ],
+        p,
+    );
     let f = Fields::new(m, "routing");
     let mut models = BTreeMap::new();
-    if let Some(mm) = section(f.raw("models"), "routing.models", &[], &mut Problems::default()) {
+    if let Some(mm) = section(
+        f.raw("models"),
+        "routing.models",
+        &[],
+        &mut Problems::default(),
+    ) {
         for (name, list) in mm {
             let path = format!("routing.models.{name}");
-            let entries = Fields::new(Some(mm), "routing.models").string_list(name, p).unwrap_or_default();
+            let entries = Fields::new(Some(mm), "routing.models")
+                .string_list(name, p)
+                .unwrap_or_default();
             if entries.is_empty() && !matches!(list, Value::Array(_)) {
                 p.error(&path, "expected a list of provider/model names");
             }
             models.insert(name.clone(), entries);
         }
     } else if let Some(other) = f.raw("models").filter(|v| !v.is_object()) {
-        p.error("routing.models", format!("expected a mapping, got {}", file::describe(other)));
+        p.error(
+            "routing.models",
+            format!("expected a mapping, got {}", file::describe(other)),
+        );
     }
     RoutingConfig {
         strategy: f.choice("strategy", STRATEGIES, Strategy::RoundRobin, p),
@@ -531,7 +612,10 @@ fn pricing(v: Option<&Value>, p: &mut Problems) -> BTreeMap<String, Price> {
     let mut out = BTreeMap::new();
     let Some(m) = section(v, "pricing", &[], &mut Problems::default()) else {
         if let Some(other) = v.filter(|v| !v.is_null()) {
-            p.error("pricing", format!("expected a mapping, got {}", file::describe(other)));
+            p.error(
+                "pricing",
+                format!("expected a mapping, got {}", file::describe(other)),
+            );
         }
         return out;
     };
@@ -565,16 +649,26 @@ fn security(v: Option<&Value>, p: &mut Problems) -> SecurityConfig {
     let m = section(
         v,
         "security",
-        &["cors_enabled", "cors_origins", "rate_limiting_enabled", "rate_limit_rpm", "api_key_header"],
+        &[
+            "cors_enabled",
+            "cors_origins",
+            "rate_limiting_enabled",
+            "rate_limit_rpm",
+            "api_key_header",
+        ],
         p,
     );
     let f = Fields::new(m, "security");
     SecurityConfig {
         cors_enabled: f.boolean("cors_enabled", true, p),
-        cors_origins: f.string_list("cors_origins", p).unwrap_or_else(|| vec!["*".into()]),
+        cors_origins: f
+            .string_list("cors_origins", p)
+            .unwrap_or_else(|| vec!["*".into()]),
         rate_limiting_enabled: f.boolean("rate_limiting_enabled", true, p),
         rate_limit_rpm: f.integer("rate_limit_rpm", "a number of requests per minute", 1000, p),
-        api_key_header: f.string("api_key_header", p).unwrap_or_else(|| "X-API-Key".into()),
+        api_key_header: f
+            .string("api_key_header", p)
+            .unwrap_or_else(|| "X-API-Key".into()),
     }
 }
 
@@ -582,7 +676,15 @@ fn logging(v: Option<&Value>, p: &mut Problems) -> LoggingConfig {
     let m = section(
         v,
         "logging",
-        &["level", "format", "output", "file", "include_request_id", "include_provider_info", "debug"],
+        &[
+            "level",
+            "format",
+            "output",
+            "file",
+            "include_request_id",
+            "include_provider_info",
+            "debug",
+        ],
         p,
     );
     let f = Fields::new(m, "logging");
@@ -599,7 +701,11 @@ fn logging(v: Option<&Value>, p: &mut Problems) -> LoggingConfig {
 
 /// Environment variables of SPEC §2, each overriding its field.
 fn apply_env(c: &mut Config, env: &dyn Fn(&str) -> Option<String>, p: &mut Problems) {
-    let get = |name: &str| env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let get = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
     let number = |name: &str, p: &mut Problems| -> Option<u64> {
         let raw = get(name)?;
         match raw.parse::<u64>() {
@@ -624,7 +730,10 @@ fn apply_env(c: &mut Config, env: &dyn Fn(&str) -> Option<String>, p: &mut Probl
     if let Some(port) = number("GATEWAY_PORT", p) {
         match u16::try_from(port) {
             Ok(port) => c.server.port = port,
-            Err(_) => p.error("GATEWAY_PORT", format!("expected a port number, got {port}")),
+            Err(_) => p.error(
+                "GATEWAY_PORT",
+                format!("expected a port number, got {port}"),
+            ),
         }
     }
     if let Some(env_name) = get("GATEWAY_ENV").or_else(|| get("NODE_ENV")) {
@@ -634,7 +743,10 @@ fn apply_env(c: &mut Config, env: &dyn Fn(&str) -> Option<String>, p: &mut Probl
         }
         c.server.environment = env_name;
     }
-    for (name, kind) in [("OPENAI_API_KEY", ProviderKind::OpenAi), ("GEMINI_API_KEY", ProviderKind::Gemini)] {
+    for (name, kind) in [
+        ("OPENAI_API_KEY", ProviderKind::OpenAi),
+        ("GEMINI_API_KEY", ProviderKind::Gemini),
+    ] {
         if let (Some(key), Some(provider)) = (get(name), c.providers.get_mut(&kind)) {
             provider.api_key = Some(Secret::new(key));
         }
@@ -661,18 +773,31 @@ fn apply_env(c: &mut Config, env: &dyn Fn(&str) -> Option<String>, p: &mut Probl
         c.cache.redis_url = Some(SecretUrl::new(url));
     }
     if let Some(debug) = get("DEBUG") {
-        c.logging.debug = debug.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        c.logging.debug = debug
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
     }
     if let Some(level) = get("LOG_LEVEL") {
         match LEVELS.iter().find(|(n, _)| n.eq_ignore_ascii_case(&level)) {
             Some((_, l)) => c.logging.level = *l,
-            None => p.error("LOG_LEVEL", format!("expected one of debug, info, warn, error, got {level:?}")),
+            None => p.error(
+                "LOG_LEVEL",
+                format!("expected one of debug, info, warn, error, got {level:?}"),
+            ),
         }
     }
     if let Some(format) = get("LOG_FORMAT") {
-        match FORMATS.iter().find(|(n, _)| n.eq_ignore_ascii_case(&format)) {
+        match FORMATS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&format))
+        {
             Some((_, f)) => c.logging.format = *f,
-            None => p.error("LOG_FORMAT", format!("expected one of json, text, got {format:?}")),
+            None => p.error(
+                "LOG_FORMAT",
+                format!("expected one of json, text, got {format:?}"),
+            ),
         }
     }
 }
@@ -710,9 +835,9 @@ fn validate(c: &Config, p: &mut Problems) {
     }
     for (name, candidates) in &c.routing.models {
         for (i, cand) in candidates.iter().enumerate() {
-            let ok = cand
-                .split_once('/')
-                .is_some_and(|(prov, model)| ProviderKind::from_name(prov).is_some() && !model.is_empty());
+            let ok = cand.split_once('/').is_some_and(|(prov, model)| {
+                ProviderKind::from_name(prov).is_some() && !model.is_empty()
+            });
             if !ok {
                 p.error(
                     &format!("routing.models.{name}[{i}]"),
@@ -734,7 +859,10 @@ fn validate(c: &Config, p: &mut Problems) {
         p.error("server.request_timeout", "must be greater than 0");
     }
     if c.auth.require_auth_header && c.auth.keys.is_empty() {
-        p.error("auth.require_auth_header", "is true but auth.keys lists no key");
+        p.error(
+            "auth.require_auth_header",
+            "is true but auth.keys lists no key",
+        );
     }
 }
 

@@ -97,6 +97,9 @@ mod tests {
     fn url_credentials_are_removed() {
         let u = SecretUrl::new("redis://user:hunter2@redis:6379/0");
         assert_eq!(u.redacted(), "redis://[REDACTED]@redis:6379/0");
-        assert_eq!(SecretUrl::new("redis://redis:6379").redacted(), "redis://redis:6379");
+        assert_eq!(
+            SecretUrl::new("redis://redis:6379").redacted(),
+            "redis://redis:6379"
+        );
     }
 }

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 const SEED: &str = include_str!("../../conf/gateway.yaml");
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     move |k: &str| map.get(k).cloned()
 }
 
@@ -30,7 +33,10 @@ fn errors(yaml: &str) -> Vec<String> {
 
 #[test]
 fn the_seed_production_file_is_accepted_as_written() {
-    let c = ok(SEED, &[("OPENAI_API_KEY", "sk-a"), ("GEMINI_API_KEY", "g-b")]);
+    let c = ok(
+        SEED,
+        &[("OPENAI_API_KEY", "sk-a"), ("GEMINI_API_KEY", "g-b")],
+    );
     assert_eq!(c.auth.mode, AuthMode::Hybrid);
     assert!(c.auth.allow_client_keys);
     assert!(!c.auth.require_auth_header);
@@ -39,7 +45,10 @@ fn the_seed_production_file_is_accepted_as_written() {
     assert_eq!(openai.timeout, Duration::from_millis(30000));
     assert_eq!(openai.retry_count, 3);
     assert_eq!(openai.api_key.as_ref().map(|k| k.expose()), Some("sk-a"));
-    assert_eq!(c.providers[&ProviderKind::Gemini].base_url, "https://generativelanguage.googleapis.com/v1");
+    assert_eq!(
+        c.providers[&ProviderKind::Gemini].base_url,
+        "https://generativelanguage.googleapis.com/v1"
+    );
     assert_eq!(c.routing.strategy, Strategy::CostOptimized);
     assert!(c.routing.failover_enabled);
     assert_eq!(c.cache.ttl, Duration::from_secs(3600));
@@ -53,9 +62,14 @@ fn the_seed_production_file_is_accepted_as_written() {
 #[test]
 fn an_unset_provider_key_is_a_warning_not_an_error() {
     let loaded = load(SEED, &[]).unwrap();
-    assert!(loaded.config.providers[&ProviderKind::OpenAi].api_key.is_none());
+    assert!(loaded.config.providers[&ProviderKind::OpenAi]
+        .api_key
+        .is_none());
     assert!(
-        loaded.warnings.iter().any(|w| w.starts_with("providers.openai.api_key: references an unset")),
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("providers.openai.api_key: references an unset")),
         "{:?}",
         loaded.warnings
     );
@@ -118,26 +132,50 @@ logging:
   include_request_id: false
   include_provider_info: false
 "#;
-    let c = ok(yaml, &[("TEAM_A_KEY", "ta-secret-1f2e"), ("REDIS_URL", "redis://:pw-secret-9a@r:6379")]);
+    let c = ok(
+        yaml,
+        &[
+            ("TEAM_A_KEY", "ta-secret-1f2e"),
+            ("REDIS_URL", "redis://:pw-secret-9a@r:6379"),
+        ],
+    );
     assert_eq!(c.server.port, 9090);
     assert!(c.server.tls.is_some());
     assert_eq!(c.server.request_timeout, Duration::from_millis(5000));
     assert_eq!(c.auth.keys.len(), 2);
-    assert_eq!(c.auth.keys[0].sha256, crate::auth::sha256(b"ta-secret-1f2e"));
+    assert_eq!(
+        c.auth.keys[0].sha256,
+        crate::auth::sha256(b"ta-secret-1f2e")
+    );
     assert_eq!(c.auth.keys[0].rate_limit_rpm, Some(300));
     assert_eq!(c.auth.keys[1].sha256, crate::auth::sha256(b"test"));
     assert_eq!(c.auth.keys[1].tpm, Some(1000));
     let openai = &c.providers[&ProviderKind::OpenAi];
     assert_eq!(openai.endpoints[0].weight, 2);
     assert!(openai.endpoints[0].api_key.is_none());
-    assert_eq!(openai.models.as_deref(), Some(&["gpt-4o-mini".to_string(), "gpt-4o".to_string()][..]));
+    assert_eq!(
+        openai.models.as_deref(),
+        Some(&["gpt-4o-mini".to_string(), "gpt-4o".to_string()][..])
+    );
     assert!(!c.providers[&ProviderKind::Gemini].enabled);
     assert_eq!(c.routing.models["default"].len(), 2);
-    assert_eq!(c.pricing["gemini/gemini-2.0-flash"], Price { input: 0.10, output: 0.40 });
-    assert_eq!(c.cache.redis_url.as_ref().map(|u| u.redacted()), Some("redis://[REDACTED]@r:6379".into()));
+    assert_eq!(
+        c.pricing["gemini/gemini-2.0-flash"],
+        Price {
+            input: 0.10,
+            output: 0.40
+        }
+    );
+    assert_eq!(
+        c.cache.redis_url.as_ref().map(|u| u.redacted()),
+        Some("redis://[REDACTED]@r:6379".into())
+    );
     assert_eq!(c.logging.output, LogOutput::File);
     let shown = c.redacted_json().to_string();
-    assert!(!shown.contains("ta-secret-1f2e") && !shown.contains("pw-secret-9a"), "{shown}");
+    assert!(
+        !shown.contains("ta-secret-1f2e") && !shown.contains("pw-secret-9a"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -154,14 +192,26 @@ fn an_unknown_key_is_named_with_its_path() {
 
 #[test]
 fn a_wrong_type_is_named_with_its_path() {
-    assert_eq!(errors("cache:\n  enabled: maybe\n"), vec!["cache.enabled: expected true or false, got \"maybe\""]);
-    assert_eq!(errors("security:\n  cors_origins: 5\n"), vec!["security.cors_origins: expected a list of strings, got 5"]);
-    assert_eq!(errors("providers: [1]\n"), vec!["providers: expected a mapping, got a list"]);
+    assert_eq!(
+        errors("cache:\n  enabled: maybe\n"),
+        vec!["cache.enabled: expected true or false, got \"maybe\""]
+    );
+    assert_eq!(
+        errors("security:\n  cors_origins: 5\n"),
+        vec!["security.cors_origins: expected a list of strings, got 5"]
+    );
+    assert_eq!(
+        errors("providers: [1]\n"),
+        vec!["providers: expected a mapping, got a list"]
+    );
 }
 
 #[test]
 fn a_bad_enum_value_lists_the_choices() {
-    assert_eq!(errors("auth:\n  mode: sso\n"), vec!["auth.mode: expected one of gateway, client, hybrid, got \"sso\""]);
+    assert_eq!(
+        errors("auth:\n  mode: sso\n"),
+        vec!["auth.mode: expected one of gateway, client, hybrid, got \"sso\""]
+    );
     assert_eq!(
         errors("routing:\n  strategy: fastest\n"),
         vec!["routing.strategy: expected one of round_robin, performance, cost_optimized, got \"fastest\""]
@@ -185,7 +235,10 @@ fn every_problem_is_reported_at_once() {
 #[test]
 fn a_secret_is_never_echoed_in_an_error() {
     let e = errors("providers:\n  openai:\n    api_key: [\"sk-secret-in-list\"]\n");
-    assert_eq!(e, vec!["providers.openai.api_key: expected a string, got a list"]);
+    assert_eq!(
+        e,
+        vec!["providers.openai.api_key: expected a string, got a list"]
+    );
 }
 
 #[test]
@@ -197,7 +250,10 @@ fn invalid_yaml_is_one_line() {
 
 #[test]
 fn variables_expand_with_defaults() {
-    let c = ok("server:\n  host: \"${H:-127.0.0.2}\"\n  port: \"${P}\"\n", &[("P", "7000")]);
+    let c = ok(
+        "server:\n  host: \"${H:-127.0.0.2}\"\n  port: \"${P}\"\n",
+        &[("P", "7000")],
+    );
     assert_eq!(c.server.host, "127.0.0.2");
     assert_eq!(c.server.port, 7000);
 }
@@ -212,34 +268,58 @@ providers: { openai: { api_key: from-file }, gemini: { api_key: from-file } }\n"
 #[test]
 fn env_gateway_port() {
     assert_eq!(ok(FILE, &[("GATEWAY_PORT", "8082")]).server.port, 8082);
-    assert_eq!(load(FILE, &[("GATEWAY_PORT", "x")]).unwrap_err(), vec!["GATEWAY_PORT: expected a whole number, got \"x\""]);
+    assert_eq!(
+        load(FILE, &[("GATEWAY_PORT", "x")]).unwrap_err(),
+        vec!["GATEWAY_PORT: expected a whole number, got \"x\""]
+    );
 }
 
 #[test]
 fn env_node_env_development_means_debug_and_text() {
     let c = ok(FILE, &[("NODE_ENV", "development")]);
-    assert_eq!((c.logging.level, c.logging.format), (LogLevel::Debug, LogFormat::Text));
+    assert_eq!(
+        (c.logging.level, c.logging.format),
+        (LogLevel::Debug, LogFormat::Text)
+    );
     assert_eq!(c.server.environment, "development");
     let c = ok(FILE, &[("NODE_ENV", "production")]);
-    assert_eq!((c.logging.level, c.logging.format), (LogLevel::Info, LogFormat::Json));
+    assert_eq!(
+        (c.logging.level, c.logging.format),
+        (LogLevel::Info, LogFormat::Json)
+    );
 }
 
 #[test]
 fn env_gateway_env_wins_over_node_env() {
-    let c = ok(FILE, &[("NODE_ENV", "production"), ("GATEWAY_ENV", "development")]);
+    let c = ok(
+        FILE,
+        &[("NODE_ENV", "production"), ("GATEWAY_ENV", "development")],
+    );
     assert_eq!(c.logging.level, LogLevel::Debug);
 }
 
 #[test]
 fn env_openai_api_key() {
     let c = ok(FILE, &[("OPENAI_API_KEY", "sk-env")]);
-    assert_eq!(c.providers[&ProviderKind::OpenAi].api_key.as_ref().map(|k| k.expose()), Some("sk-env"));
+    assert_eq!(
+        c.providers[&ProviderKind::OpenAi]
+            .api_key
+            .as_ref()
+            .map(|k| k.expose()),
+        Some("sk-env")
+    );
 }
 
 #[test]
 fn env_gemini_api_key() {
     let c = ok(FILE, &[("GEMINI_API_KEY", "g-env")]);
-    assert_eq!(c.providers[&ProviderKind::Gemini].api_key.as_ref().map(|k| k.expose()), Some("g-env"));
+    assert_eq!(
+        c.providers[&ProviderKind::Gemini]
+            .api_key
+            .as_ref()
+            .map(|k| k.expose()),
+        Some("g-env")
+    );
 }
 
 #[test]
@@ -249,42 +329,73 @@ fn env_cache_enabled() {
 
 #[test]
 fn env_rate_limiting_enabled() {
-    assert!(!ok(FILE, &[("RATE_LIMITING_ENABLED", "false")]).security.rate_limiting_enabled);
+    assert!(
+        !ok(FILE, &[("RATE_LIMITING_ENABLED", "false")])
+            .security
+            .rate_limiting_enabled
+    );
 }
 
 #[test]
 fn env_cors_enabled() {
     assert!(!ok(FILE, &[("CORS_ENABLED", "0")]).security.cors_enabled);
-    assert_eq!(load(FILE, &[("CORS_ENABLED", "perhaps")]).unwrap_err(), vec!["CORS_ENABLED: expected true or false, got \"perhaps\""]);
+    assert_eq!(
+        load(FILE, &[("CORS_ENABLED", "perhaps")]).unwrap_err(),
+        vec!["CORS_ENABLED: expected true or false, got \"perhaps\""]
+    );
 }
 
 #[test]
 fn env_max_concurrent_requests() {
-    assert_eq!(ok(FILE, &[("MAX_CONCURRENT_REQUESTS", "100")]).server.max_concurrent_requests, 100);
+    assert_eq!(
+        ok(FILE, &[("MAX_CONCURRENT_REQUESTS", "100")])
+            .server
+            .max_concurrent_requests,
+        100
+    );
 }
 
 #[test]
 fn env_request_timeout() {
-    assert_eq!(ok(FILE, &[("REQUEST_TIMEOUT", "30000")]).server.request_timeout, Duration::from_secs(30));
+    assert_eq!(
+        ok(FILE, &[("REQUEST_TIMEOUT", "30000")])
+            .server
+            .request_timeout,
+        Duration::from_secs(30)
+    );
 }
 
 #[test]
 fn env_health_check_interval_ms() {
-    assert_eq!(ok(FILE, &[("HEALTH_CHECK_INTERVAL_MS", "250")]).routing.health_check_interval, Duration::from_millis(250));
-    assert_eq!(ok("", &[]).routing.health_check_interval, Duration::from_millis(30000), "default");
+    assert_eq!(
+        ok(FILE, &[("HEALTH_CHECK_INTERVAL_MS", "250")])
+            .routing
+            .health_check_interval,
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        ok("", &[]).routing.health_check_interval,
+        Duration::from_millis(30000),
+        "default"
+    );
 }
 
 #[test]
 fn env_redis_url() {
     let c = ok(FILE, &[("REDIS_URL", "redis://127.0.0.1:6390")]);
-    assert_eq!(c.cache.redis_url.as_ref().map(|u| u.expose()), Some("redis://127.0.0.1:6390"));
+    assert_eq!(
+        c.cache.redis_url.as_ref().map(|u| u.expose()),
+        Some("redis://127.0.0.1:6390")
+    );
 }
 
 #[test]
 fn env_debug_targets() {
     assert_eq!(ok(FILE, &[("DEBUG", "*")]).logging.debug, vec!["*"]);
     assert_eq!(
-        ok(FILE, &[("DEBUG", "gateway:router,gateway:cache")]).logging.debug,
+        ok(FILE, &[("DEBUG", "gateway:router,gateway:cache")])
+            .logging
+            .debug,
         vec!["gateway:router", "gateway:cache"]
     );
 }
@@ -293,9 +404,23 @@ fn env_debug_targets() {
 fn precedence_is_defaults_then_file_then_env_then_flags() {
     assert_eq!(ok("", &[]).server.port, 8080, "default");
     assert_eq!(ok(FILE, &[]).server.port, 8081, "file over default");
-    assert_eq!(ok(FILE, &[("GATEWAY_PORT", "8082")]).server.port, 8082, "env over file");
-    let flags = Overrides { port: Some(8083), log_level: Some(LogLevel::Error), ..Overrides::default() };
-    let c = Config::load(FILE, &env_of(&[("GATEWAY_PORT", "8082"), ("NODE_ENV", "development")]), &flags).unwrap().config;
+    assert_eq!(
+        ok(FILE, &[("GATEWAY_PORT", "8082")]).server.port,
+        8082,
+        "env over file"
+    );
+    let flags = Overrides {
+        port: Some(8083),
+        log_level: Some(LogLevel::Error),
+        ..Overrides::default()
+    };
+    let c = Config::load(
+        FILE,
+        &env_of(&[("GATEWAY_PORT", "8082"), ("NODE_ENV", "development")]),
+        &flags,
+    )
+    .unwrap()
+    .config;
     assert_eq!(c.server.port, 8083, "flag over env");
     assert_eq!(c.logging.level, LogLevel::Error, "flag over env");
 }
@@ -311,5 +436,8 @@ fn virtual_model_candidates_need_a_provider_prefix() {
 #[test]
 fn a_bad_base_url_is_named() {
     let e = errors("providers:\n  openai:\n    base_url: ftp://x\n");
-    assert_eq!(e, vec!["providers.openai.base_url: expected an http:// or https:// URL, got \"ftp://x\""]);
+    assert_eq!(
+        e,
+        vec!["providers.openai.base_url: expected an http:// or https:// URL, got \"ftp://x\""]
+    );
 }

@@ -140,15 +140,24 @@ impl ProxyHttp for Gateway {
     }
 
     /// Never reached: `request_filter` answers every request.
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
-        Err(pingora::Error::new_str("request_filter answers every request"))
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        Err(pingora::Error::new_str(
+            "request_filter answers every request",
+        ))
     }
 
     /// Runs after the answer: one access-log line and the request metrics.
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let duration = ctx.start.elapsed();
         let req = session.req_header();
-        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
         let provider = ctx.provider.map(|p| p.name());
         logging::access(&AccessRecord {
             request_id: &ctx.request_id,
@@ -172,18 +181,26 @@ impl ProxyHttp for Gateway {
         if let Some(m) = metrics::get() {
             let status = status_label(ctx.status);
             m.requests.with_label_values(&[ctx.route, status]).inc();
-            m.duration.with_label_values(&[ctx.route]).observe(duration.as_secs_f64());
+            m.duration
+                .with_label_values(&[ctx.route])
+                .observe(duration.as_secs_f64());
             if let Some(kind) = ctx.error {
                 m.errors.with_label_values(&[ctx.route, kind]).inc();
             }
             if let (Some(p), Some((prompt, completion))) = (provider, ctx.usage) {
                 let model = self.model_label(ctx.model.as_deref());
-                m.tokens.with_label_values(&[p, model, "prompt"]).inc_by(prompt);
-                m.tokens.with_label_values(&[p, model, "completion"]).inc_by(completion);
+                m.tokens
+                    .with_label_values(&[p, model, "prompt"])
+                    .inc_by(prompt);
+                m.tokens
+                    .with_label_values(&[p, model, "completion"])
+                    .inc_by(completion);
             }
             if let Some(p) = provider {
                 let model = self.model_label(ctx.model.as_deref());
-                m.provider_requests.with_label_values(&[p, model, status]).inc();
+                m.provider_requests
+                    .with_label_values(&[p, model, status])
+                    .inc();
             }
         }
     }
@@ -230,7 +247,11 @@ impl Gateway {
     fn model_label(&self, model: Option<&str>) -> &'static str {
         let Some(model) = model else { return "none" };
         const KNOWN: &[&str] = &[];
-        for m in routing::OPENAI_MODELS.iter().chain(routing::GEMINI_MODELS).chain(KNOWN) {
+        for m in routing::OPENAI_MODELS
+            .iter()
+            .chain(routing::GEMINI_MODELS)
+            .chain(KNOWN)
+        {
             if *m == model {
                 return m;
             }
@@ -254,17 +275,33 @@ impl Gateway {
                 Ok(())
             }
             Route::HealthLive => {
-                send_json(session, ctx, 200, Bytes::from_static(b"{\"status\":\"live\"}")).await;
+                send_json(
+                    session,
+                    ctx,
+                    200,
+                    Bytes::from_static(b"{\"status\":\"live\"}"),
+                )
+                .await;
                 Ok(())
             }
             Route::HealthReady => {
                 let ready = rt.pools.values().any(|p| p.any_healthy());
-                let (status, body) = if ready { (200, "{\"status\":\"ready\"}") } else { (503, "{\"status\":\"not_ready\",\"reason\":\"no enabled provider has a healthy peer\"}") };
+                let (status, body) = if ready {
+                    (200, "{\"status\":\"ready\"}")
+                } else {
+                    (503, "{\"status\":\"not_ready\",\"reason\":\"no enabled provider has a healthy peer\"}")
+                };
                 send_json(session, ctx, status, Bytes::from_static(body.as_bytes())).await;
                 Ok(())
             }
             Route::HealthProviders => {
-                send_json(session, ctx, 200, Bytes::from(provider_health(&rt).to_string())).await;
+                send_json(
+                    session,
+                    ctx,
+                    200,
+                    Bytes::from(provider_health(&rt).to_string()),
+                )
+                .await;
                 Ok(())
             }
             Route::Config => match self.check_access(&rt, session, ctx, true) {
@@ -278,7 +315,15 @@ impl Gateway {
             Route::Metrics => match self.check_access(&rt, session, ctx, true) {
                 Ok(()) => {
                     let body = metrics::render();
-                    send(session, ctx, 200, "text/plain; version=0.0.4", Bytes::from(body), &[]).await;
+                    send(
+                        session,
+                        ctx,
+                        200,
+                        "text/plain; version=0.0.4",
+                        Bytes::from(body),
+                        &[],
+                    )
+                    .await;
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -299,11 +344,14 @@ impl Gateway {
                 send(session, ctx, 204, "text/plain", Bytes::new(), &[]).await;
                 Ok(())
             }
-            Route::NotFound => Err(GatewayError::NotFound { path: session.req_header().uri.path().to_string() }),
+            Route::NotFound => Err(GatewayError::NotFound {
+                path: session.req_header().uri.path().to_string(),
+            }),
             Route::MethodNotAllowed => Err(GatewayError::MethodNotAllowed),
-            Route::ChatCompletions | Route::Embeddings | Route::OpenAiPassthrough | Route::GeminiNative { .. } => {
-                self.proxy(&rt, session, ctx, &route).await
-            }
+            Route::ChatCompletions
+            | Route::Embeddings
+            | Route::OpenAiPassthrough
+            | Route::GeminiNative { .. } => self.proxy(&rt, session, ctx, &route).await,
         };
         if let Err(e) = result {
             send_error(session, ctx, &e).await;
@@ -312,14 +360,30 @@ impl Gateway {
 
     /// Checks the gateway access key. `operational` routes (`/config`, `/metrics`) need one
     /// only when `require_auth_header` is set; LLM routes always check a key that is sent.
-    fn check_access(&self, rt: &Runtime, session: &Session, ctx: &mut Ctx, operational: bool) -> Result<(), GatewayError> {
+    fn check_access(
+        &self,
+        rt: &Runtime,
+        session: &Session,
+        ctx: &mut Ctx,
+        operational: bool,
+    ) -> Result<(), GatewayError> {
         let auth_cfg = &rt.config.auth;
         if operational && !auth_cfg.require_auth_header {
             return Ok(());
         }
         let header = rt.config.security.api_key_header.as_str();
-        let presented = session.req_header().headers.get(header).map(|v| v.as_bytes());
-        let client_ip = || session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()).unwrap_or_default();
+        let presented = session
+            .req_header()
+            .headers
+            .get(header)
+            .map(|v| v.as_bytes());
+        let client_ip = || {
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default()
+        };
         match auth::check_access(auth_cfg, presented) {
             Ok(Caller::Key(key)) => {
                 log::debug!(target: targets::AUTH, "request {} authenticated as key id {}", ctx.request_id, key.id);
@@ -330,15 +394,21 @@ impl Gateway {
             Err(denied) => {
                 let (reason, detail) = match &denied {
                     AccessDenied::Missing => ("missing", "no key".to_string()),
-                    AccessDenied::Invalid { fingerprint } => ("invalid", format!("key sha256 prefix {fingerprint}")),
+                    AccessDenied::Invalid { fingerprint } => {
+                        ("invalid", format!("key sha256 prefix {fingerprint}"))
+                    }
                 };
                 log::warn!(target: targets::AUTH, "request {} refused: {reason} gateway key ({detail}) from {}", ctx.request_id, client_ip());
                 if let Some(m) = metrics::get() {
                     m.auth_failures.with_label_values(&[reason]).inc();
                 }
                 let message = match denied {
-                    AccessDenied::Missing => format!("Missing gateway API key: send it in the {header} header."),
-                    AccessDenied::Invalid { .. } => format!("Invalid gateway API key in the {header} header."),
+                    AccessDenied::Missing => {
+                        format!("Missing gateway API key: send it in the {header} header.")
+                    }
+                    AccessDenied::Invalid { .. } => {
+                        format!("Invalid gateway API key in the {header} header.")
+                    }
                 };
                 Err(GatewayError::Unauthorized { message })
             }
@@ -346,10 +416,18 @@ impl Gateway {
     }
 
     /// LLM routes: authenticate, admit, read and parse the body, resolve, relay.
-    async fn proxy(&self, rt: &Runtime, session: &mut Session, ctx: &mut Ctx, route: &Route) -> Result<(), GatewayError> {
+    async fn proxy(
+        &self,
+        rt: &Runtime,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Route,
+    ) -> Result<(), GatewayError> {
         let cfg = &rt.config;
         self.check_access(rt, session, ctx, false)?;
-        let Some(_slot) = InflightSlot::acquire(&self.state.inflight, cfg.server.max_concurrent_requests) else {
+        let Some(_slot) =
+            InflightSlot::acquire(&self.state.inflight, cfg.server.max_concurrent_requests)
+        else {
             if let Some(m) = metrics::get() {
                 m.shed.with_label_values(&[ctx.route]).inc();
             }
@@ -357,9 +435,19 @@ impl Gateway {
         };
         let body = respond::read_body(session, cfg.server.max_body_bytes).await?;
         let req = session.req_header();
-        let path_and_query = req.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
-        let query_key = req.uri.query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("key=")));
-        let access_is_authorization = cfg.security.api_key_header.eq_ignore_ascii_case("authorization");
+        let path_and_query = req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let query_key = req
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("key=")));
+        let access_is_authorization = cfg
+            .security
+            .api_key_header
+            .eq_ignore_ascii_case("authorization");
         let client_keys = ClientKeys::from_headers(
             req.headers.get("authorization").map(|v| v.as_bytes()),
             req.headers.get("x-openai-api-key").map(|v| v.as_bytes()),
@@ -372,10 +460,11 @@ impl Gateway {
 
         let (op, parsed, requested_model, candidates, is_virtual) = match route {
             Route::ChatCompletions | Route::Embeddings => {
-                let head: Head = serde_json::from_slice(&body).map_err(|e| GatewayError::BadRequest {
-                    message: format!("We could not parse the JSON body of your request: {e}"),
-                    param: None,
-                })?;
+                let head: Head =
+                    serde_json::from_slice(&body).map_err(|e| GatewayError::BadRequest {
+                        message: format!("We could not parse the JSON body of your request: {e}"),
+                        param: None,
+                    })?;
                 let model = head
                     .model
                     .map(Cow::into_owned)
@@ -388,44 +477,86 @@ impl Gateway {
                 let op = if matches!(route, Route::Embeddings) {
                     Op::Embeddings
                 } else {
-                    Op::Chat { stream: head.stream, include_usage: head.stream_options.is_some_and(|o| o.include_usage) }
+                    Op::Chat {
+                        stream: head.stream,
+                        include_usage: head.stream_options.is_some_and(|o| o.include_usage),
+                    }
                 };
                 let needs_tree = resolution
                     .candidates
                     .iter()
                     .any(|c| c.provider == ProviderKind::Gemini || c.model != model);
                 let parsed = if needs_tree {
-                    Some(serde_json::from_slice::<Value>(&body).map_err(|e| GatewayError::bad_request(e.to_string()))?)
+                    Some(
+                        serde_json::from_slice::<Value>(&body)
+                            .map_err(|e| GatewayError::bad_request(e.to_string()))?,
+                    )
                 } else {
                     None
                 };
-                (op, parsed, Some(model), resolution.candidates, resolution.is_virtual)
+                (
+                    op,
+                    parsed,
+                    Some(model),
+                    resolution.candidates,
+                    resolution.is_virtual,
+                )
             }
             Route::OpenAiPassthrough => {
                 if cfg.provider(ProviderKind::OpenAi).is_none() {
-                    return Err(GatewayError::NotFound { path: path_and_query });
+                    return Err(GatewayError::NotFound {
+                        path: path_and_query,
+                    });
                 }
-                (Op::OpenAiPassthrough, None, None, vec![Candidate { provider: ProviderKind::OpenAi, model: String::new() }], false)
+                (
+                    Op::OpenAiPassthrough,
+                    None,
+                    None,
+                    vec![Candidate {
+                        provider: ProviderKind::OpenAi,
+                        model: String::new(),
+                    }],
+                    false,
+                )
             }
             Route::GeminiNative { model, method: gm } => {
                 if cfg.provider(ProviderKind::Gemini).is_none() {
-                    return Err(GatewayError::ModelNotFound { model: model.clone() });
+                    return Err(GatewayError::ModelNotFound {
+                        model: model.clone(),
+                    });
                 }
                 let stream = *gm == GeminiMethod::StreamGenerateContent;
-                (Op::GeminiNative { stream }, None, None, vec![Candidate { provider: ProviderKind::Gemini, model: model.clone() }], false)
+                (
+                    Op::GeminiNative { stream },
+                    None,
+                    None,
+                    vec![Candidate {
+                        provider: ProviderKind::Gemini,
+                        model: model.clone(),
+                    }],
+                    false,
+                )
             }
-            _ => return Err(GatewayError::NotFound { path: path_and_query }),
+            _ => {
+                return Err(GatewayError::NotFound {
+                    path: path_and_query,
+                })
+            }
         };
         ctx.model = requested_model.clone();
 
         // A bearer key is meant for the provider of the requested model: it may follow a
         // virtual model only when all its candidates are of one provider.
-        let single_provider = candidates.windows(2).all(|w| w[0].provider == w[1].provider);
+        let single_provider = candidates
+            .windows(2)
+            .all(|w| w[0].provider == w[1].provider);
         let bearer_applies = !is_virtual || single_provider;
         let with_keys: Vec<(Candidate, Option<String>)> = candidates
             .into_iter()
             .map(|c| {
-                let client = client_keys.for_provider(c.provider, bearer_applies).map(str::to_string);
+                let client = client_keys
+                    .for_provider(c.provider, bearer_applies)
+                    .map(str::to_string);
                 (c, client)
             })
             .filter(|(c, client)| {
@@ -438,9 +569,20 @@ impl Gateway {
             })
             .collect();
         if with_keys.is_empty() {
-            return Err(GatewayError::MissingProviderKey { model: requested_model.unwrap_or_default() });
+            return Err(GatewayError::MissingProviderKey {
+                model: requested_model.unwrap_or_default(),
+            });
         }
-        let job = Job { op, method, path_and_query, body, parsed, requested_model, candidates: with_keys, forward_headers };
+        let job = Job {
+            op,
+            method,
+            path_and_query,
+            body,
+            parsed,
+            requested_model,
+            candidates: with_keys,
+            forward_headers,
+        };
         relay::run(&self.state, rt, session, ctx, job).await;
         Ok(())
     }
@@ -448,10 +590,20 @@ impl Gateway {
 
 /// Client headers that are part of the provider APIs and safe to forward.
 fn forwardable(req: &pingora::http::RequestHeader) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    const NAMES: &[&str] = &["openai-organization", "openai-project", "openai-beta", "idempotency-key", "x-goog-user-project"];
+    const NAMES: &[&str] = &[
+        "openai-organization",
+        "openai-project",
+        "openai-beta",
+        "idempotency-key",
+        "x-goog-user-project",
+    ];
     NAMES
         .iter()
-        .filter_map(|n| req.headers.get(*n).map(|v| (http::HeaderName::from_static(n), v.clone())))
+        .filter_map(|n| {
+            req.headers
+                .get(*n)
+                .map(|v| (http::HeaderName::from_static(n), v.clone()))
+        })
         .collect()
 }
 
@@ -481,13 +633,20 @@ fn provider_health(rt: &Runtime) -> Value {
             })
             .collect();
         let healthy = peers.iter().any(|p| p["healthy"] == true);
-        providers.insert(kind.name().into(), json!({"healthy": healthy, "peers": peers}));
+        providers.insert(
+            kind.name().into(),
+            json!({"healthy": healthy, "peers": peers}),
+        );
     }
     json!({ "providers": providers })
 }
 
 fn last_error_is_none(peer: &crate::upstream::PeerInfo) -> bool {
-    peer.stats.last_error.lock().map(|e| e.is_none()).unwrap_or(false)
+    peer.stats
+        .last_error
+        .lock()
+        .map(|e| e.is_none())
+        .unwrap_or(false)
 }
 
 fn rfc3339_ms(ms: u64) -> String {

@@ -34,12 +34,17 @@ const TRANSLATE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// What the client asked for, as far as the relay cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    Chat { stream: bool, include_usage: bool },
+    Chat {
+        stream: bool,
+        include_usage: bool,
+    },
     Embeddings,
     /// Other OpenAI `/v1/*` routes, forwarded unchanged.
     OpenAiPassthrough,
     /// Gemini native routes, forwarded unchanged; `stream` when the answer is SSE.
-    GeminiNative { stream: bool },
+    GeminiNative {
+        stream: bool,
+    },
 }
 
 /// One request to carry upstream.
@@ -78,10 +83,17 @@ struct Prepared {
 }
 
 fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
-    let to_400 = |e: gemini::TranslateError| GatewayError::BadRequest { message: e.message, param: e.param };
+    let to_400 = |e: gemini::TranslateError| GatewayError::BadRequest {
+        message: e.message,
+        param: e.param,
+    };
     match (cand.provider, job.op) {
         (ProviderKind::OpenAi, Op::Chat { .. }) | (ProviderKind::OpenAi, Op::Embeddings) => {
-            let suffix = if matches!(job.op, Op::Embeddings) { "/embeddings" } else { "/chat/completions" };
+            let suffix = if matches!(job.op, Op::Embeddings) {
+                "/embeddings"
+            } else {
+                "/chat/completions"
+            };
             Ok(Prepared {
                 suffix: suffix.into(),
                 native_root: false,
@@ -91,18 +103,27 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
             })
         }
         (ProviderKind::Gemini, Op::Chat { .. }) => {
-            let parsed = job.parsed.as_ref().ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
+            let parsed = job
+                .parsed
+                .as_ref()
+                .ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
             let t = gemini::chat_request(parsed, &cand.model).map_err(to_400)?;
             Ok(Prepared {
                 suffix: format!("/{}", gemini::chat_path(&cand.model, t.stream)),
                 native_root: false,
                 body: Bytes::from(t.body),
-                translate: Translate::GeminiChat { stream: t.stream, include_usage: t.include_usage },
+                translate: Translate::GeminiChat {
+                    stream: t.stream,
+                    include_usage: t.include_usage,
+                },
                 stream: t.stream,
             })
         }
         (ProviderKind::Gemini, Op::Embeddings) => {
-            let parsed = job.parsed.as_ref().ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
+            let parsed = job
+                .parsed
+                .as_ref()
+                .ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
             let (suffix, body) = gemini::embeddings_request(parsed, &cand.model).map_err(to_400)?;
             let ectx = gemini::embeddings_context(parsed, &cand.model).map_err(to_400)?;
             Ok(Prepared {
@@ -114,7 +135,11 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
             })
         }
         (ProviderKind::OpenAi, Op::OpenAiPassthrough) => Ok(Prepared {
-            suffix: job.path_and_query.strip_prefix("/v1").unwrap_or(&job.path_and_query).to_string(),
+            suffix: job
+                .path_and_query
+                .strip_prefix("/v1")
+                .unwrap_or(&job.path_and_query)
+                .to_string(),
             native_root: false,
             body: job.body.clone(),
             translate: Translate::None,
@@ -127,9 +152,9 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
             translate: Translate::None,
             stream,
         }),
-        (_, Op::OpenAiPassthrough) | (_, Op::GeminiNative { .. }) => {
-            Err(GatewayError::NotFound { path: job.path_and_query.clone() })
-        }
+        (_, Op::OpenAiPassthrough) | (_, Op::GeminiNative { .. }) => Err(GatewayError::NotFound {
+            path: job.path_and_query.clone(),
+        }),
     }
 }
 
@@ -138,11 +163,16 @@ fn with_model(job: &Job, model: &str) -> Result<Bytes, GatewayError> {
     if job.requested_model.as_deref() == Some(model) {
         return Ok(job.body.clone());
     }
-    let mut v = job.parsed.clone().ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
+    let mut v = job
+        .parsed
+        .clone()
+        .ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("model".into(), Value::String(model.to_string()));
     }
-    serde_json::to_vec(&v).map(Bytes::from).map_err(|e| GatewayError::bad_request(e.to_string()))
+    serde_json::to_vec(&v)
+        .map(Bytes::from)
+        .map_err(|e| GatewayError::bad_request(e.to_string()))
 }
 
 /// Drops a `key=` query parameter: the key travels in a header upstream, never in a URL.
@@ -150,7 +180,10 @@ fn strip_key_param(path_and_query: &str) -> String {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return path_and_query.to_string();
     };
-    let kept: Vec<&str> = query.split('&').filter(|p| !p.starts_with("key=") && !p.is_empty()).collect();
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("key=") && !p.is_empty())
+        .collect();
     if kept.is_empty() {
         path.to_string()
     } else {
@@ -173,7 +206,11 @@ fn native_root(base_path: &str) -> &str {
 #[derive(Debug)]
 enum Failure {
     /// Connect error, reset, timeout or a retryable status: try elsewhere.
-    Retryable { message: String, retry_after: Option<Duration>, timeout: bool },
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+        timeout: bool,
+    },
 }
 
 /// An upstream answer whose header has arrived.
@@ -200,9 +237,17 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
             Ok(p) => p,
             Err(e) => return send_error(session, ctx, &e).await,
         };
-        let Some(pool) = rt.pools.get(&cand.provider) else { continue };
-        let Some(provider_cfg) = rt.config.provider(cand.provider) else { continue };
-        let per_provider = if failover { provider_cfg.retry_count + 1 } else { 1 };
+        let Some(pool) = rt.pools.get(&cand.provider) else {
+            continue;
+        };
+        let Some(provider_cfg) = rt.config.provider(cand.provider) else {
+            continue;
+        };
+        let per_provider = if failover {
+            provider_cfg.retry_count + 1
+        } else {
+            1
+        };
         for n in 0..per_provider {
             if ctx.attempts >= MAX_ATTEMPTS || (!failover && ctx.attempts >= 1) {
                 break 'candidates;
@@ -212,14 +257,22 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
                 timed_out = true;
                 break 'candidates;
             }
-            // Prefer a peer not tried yet; fall back to any healthy one.
-            let Some((peer, addr)) = pool.select(&tried).or_else(|| pool.select(&[])) else {
-                last_error.get_or_insert_with(|| format!("no healthy {} peer", cand.provider.name()));
+            let Some((peer, addr)) = pool.select(&tried) else {
+                last_error
+                    .get_or_insert_with(|| format!("no healthy {} peer", cand.provider.name()));
                 continue 'candidates;
             };
             // The gateway's key is per peer (endpoints may carry their own).
-            let Some(key) = crate::auth::upstream_key(&rt.config.auth, client_key.as_deref(), peer.api_key.as_ref()) else {
-                last_error = Some(format!("no API key for {} peer {}", cand.provider.name(), peer.address.authority()));
+            let Some(key) = crate::auth::upstream_key(
+                &rt.config.auth,
+                client_key.as_deref(),
+                peer.api_key.as_ref(),
+            ) else {
+                last_error = Some(format!(
+                    "no API key for {} peer {}",
+                    cand.provider.name(),
+                    peer.address.authority()
+                ));
                 tried.push(addr);
                 continue;
             };
@@ -244,9 +297,13 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
                     let retryable = status == 429 || status >= 500;
                     let more_left = failover && ctx.attempts < MAX_ATTEMPTS;
                     if retryable && more_left {
-                        let (message, retry_after) = read_failure(up, &header, cand.provider, timeout).await;
+                        let (message, retry_after) =
+                            read_failure(up, &header, cand.provider, timeout).await;
                         log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) got {status}: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.address.authority(), message);
-                        last_error = Some(format!("{} returned {status}: {message}", cand.provider.name()));
+                        last_error = Some(format!(
+                            "{} returned {status}: {message}",
+                            cand.provider.name()
+                        ));
                         tried.push(addr);
                         if !backoff(n, retry_after, deadline, session).await {
                             continue 'candidates;
@@ -264,7 +321,11 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
                     };
                     return deliver(state, session, ctx, answer, deadline).await;
                 }
-                Err(Failure::Retryable { message, retry_after, timeout: t }) => {
+                Err(Failure::Retryable {
+                    message,
+                    retry_after,
+                    timeout: t,
+                }) => {
                     log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) failed: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.address.authority(), message);
                     timed_out |= t;
                     last_error = Some(format!("{}: {message}", cand.provider.name()));
@@ -278,9 +339,13 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
     }
     let message = last_error.unwrap_or_else(|| "no provider could be tried".into());
     let err = if timed_out || Instant::now() >= deadline {
-        GatewayError::UpstreamTimeout { message: format!("Upstream timed out: {message}") }
+        GatewayError::UpstreamTimeout {
+            message: format!("Upstream timed out: {message}"),
+        }
     } else {
-        GatewayError::UpstreamFailed { message: format!("All providers failed; last error: {message}") }
+        GatewayError::UpstreamFailed {
+            message: format!("All providers failed; last error: {message}"),
+        }
     };
     send_error(session, ctx, &err).await
 }
@@ -288,7 +353,12 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
 /// Waits before the next attempt: exponential backoff with jitter, or the upstream's
 /// `Retry-After` when it is short. Returns false when the wait would be too long (move to
 /// the next candidate instead) or the client left.
-async fn backoff(n: u32, retry_after: Option<Duration>, deadline: Instant, session: &mut Session) -> bool {
+async fn backoff(
+    n: u32,
+    retry_after: Option<Duration>,
+    deadline: Instant,
+    session: &mut Session,
+) -> bool {
     let wait = match retry_after {
         Some(ra) if ra > RETRY_AFTER_CAP => return false,
         Some(ra) => ra,
@@ -317,12 +387,29 @@ async fn client_gone(session: &mut Session) {
     }
 }
 
-fn request_header(peer: &PeerInfo, path: &str, job: &Job, key: &UpstreamKey, len: usize, stream: bool) -> Result<RequestHeader, String> {
-    let mut req = RequestHeader::build(job.method.clone(), path.as_bytes(), Some(8 + job.forward_headers.len()))
-        .map_err(|e| format!("invalid upstream request: {e}"))?;
-    let set = |req: &mut RequestHeader, k: &'static str, v: &str| req.insert_header(k, v).map_err(|e| e.to_string());
+fn request_header(
+    peer: &PeerInfo,
+    path: &str,
+    job: &Job,
+    key: &UpstreamKey,
+    len: usize,
+    stream: bool,
+) -> Result<RequestHeader, String> {
+    let mut req = RequestHeader::build(
+        job.method.clone(),
+        path.as_bytes(),
+        Some(8 + job.forward_headers.len()),
+    )
+    .map_err(|e| format!("invalid upstream request: {e}"))?;
+    let set = |req: &mut RequestHeader, k: &'static str, v: &str| {
+        req.insert_header(k, v).map_err(|e| e.to_string())
+    };
     set(&mut req, "host", &peer.address.authority())?;
-    set(&mut req, "user-agent", concat!("llm-gateway/", env!("CARGO_PKG_VERSION")))?;
+    set(
+        &mut req,
+        "user-agent",
+        concat!("llm-gateway/", env!("CARGO_PKG_VERSION")),
+    )?;
     if job.method != http::Method::GET || len > 0 {
         set(&mut req, "content-type", "application/json")?;
         set(&mut req, "content-length", &len.to_string())?;
@@ -331,7 +418,11 @@ fn request_header(peer: &PeerInfo, path: &str, job: &Job, key: &UpstreamKey, len
         set(&mut req, "accept", "text/event-stream")?;
     }
     match peer.provider {
-        ProviderKind::OpenAi => set(&mut req, "authorization", &format!("Bearer {}", key.secret().expose()))?,
+        ProviderKind::OpenAi => set(
+            &mut req,
+            "authorization",
+            &format!("Bearer {}", key.secret().expose()),
+        )?,
         ProviderKind::Gemini => set(&mut req, "x-goog-api-key", key.secret().expose())?,
     }
     for (k, v) in &job.forward_headers {
@@ -351,12 +442,21 @@ async fn send_attempt(
     timeout: Duration,
 ) -> Result<(HttpSession, ResponseHeader), Failure> {
     let path = if prepared.native_root {
-        format!("{}{}", native_root(&peer.address.base_path), prepared.suffix)
+        format!(
+            "{}{}",
+            native_root(&peer.address.base_path),
+            prepared.suffix
+        )
     } else {
         format!("{}{}", peer.address.base_path, prepared.suffix)
     };
-    let req = request_header(peer, &path, job, key, prepared.body.len(), prepared.stream)
-        .map_err(|message| Failure::Retryable { message, retry_after: None, timeout: false })?;
+    let req = request_header(peer, &path, job, key, prepared.body.len(), prepared.stream).map_err(
+        |message| Failure::Retryable {
+            message,
+            retry_after: None,
+            timeout: false,
+        },
+    )?;
     let http_peer = peer.http_peer(addr, timeout);
     let work = async {
         // A pooled connection may have been closed by the upstream while idle: retry such a
@@ -379,7 +479,10 @@ async fn send_attempt(
             .await;
             match sent {
                 Ok(()) => {
-                    let header = up.response_header().cloned().ok_or_else(|| ("no response header".to_string(), false))?;
+                    let header = up
+                        .response_header()
+                        .cloned()
+                        .ok_or_else(|| ("no response header".to_string(), false))?;
                     return Ok((up, header));
                 }
                 Err(e) if reused => last = e.to_string(),
@@ -390,7 +493,11 @@ async fn send_attempt(
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err((message, t))) => Err(Failure::Retryable { message, retry_after: None, timeout: t }),
+        Ok(Err((message, t))) => Err(Failure::Retryable {
+            message,
+            retry_after: None,
+            timeout: t,
+        }),
         Err(_) => Err(Failure::Retryable {
             message: format!("no response within {} ms", timeout.as_millis()),
             retry_after: None,
@@ -400,7 +507,12 @@ async fn send_attempt(
 }
 
 /// Reads (a bounded part of) a failed attempt's body for its error message.
-async fn read_failure(mut up: HttpSession, header: &ResponseHeader, provider: ProviderKind, timeout: Duration) -> (String, Option<Duration>) {
+async fn read_failure(
+    mut up: HttpSession,
+    header: &ResponseHeader,
+    provider: ProviderKind,
+    timeout: Duration,
+) -> (String, Option<Duration>) {
     let retry_after = header
         .headers
         .get("retry-after")
@@ -408,14 +520,20 @@ async fn read_failure(mut up: HttpSession, header: &ResponseHeader, provider: Pr
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64);
-    let body = read_all(&mut up, ERROR_BODY_LIMIT, timeout).await.unwrap_or_default();
+    let body = read_all(&mut up, ERROR_BODY_LIMIT, timeout)
+        .await
+        .unwrap_or_default();
     (error_message(&body, provider), retry_after)
 }
 
 /// The `error.message` of an OpenAI or Gemini error body, or its first bytes.
 fn error_message(body: &[u8], _provider: ProviderKind) -> String {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    if let Some(msg) = parsed.as_ref().and_then(|v| v.pointer("/error/message")).and_then(Value::as_str) {
+    if let Some(msg) = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message"))
+        .and_then(Value::as_str)
+    {
         return msg.chars().take(500).collect();
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]).to_string();
@@ -459,22 +577,46 @@ async fn read_all(up: &mut HttpSession, limit: usize, idle: Duration) -> Result<
 fn is_hop_or_private(name: &str) -> bool {
     matches!(
         name,
-        "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "proxy-connection" | "upgrade"
-            | "te" | "trailer" | "set-cookie" | "x-request-id" | "alt-svc" | "server" | "date"
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "content-length"
+            | "proxy-connection"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "set-cookie"
+            | "x-request-id"
+            | "alt-svc"
+            | "server"
+            | "date"
     )
 }
 
 /// Sends the answer to the client: raw, or translated from Gemini.
-async fn deliver(state: &State, session: &mut Session, ctx: &mut Ctx, mut a: Answer, deadline: Instant) {
+async fn deliver(
+    state: &State,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    mut a: Answer,
+    deadline: Instant,
+) {
     let status = a.header.status.as_u16();
     ctx.status = status;
     let ok = (200..300).contains(&status);
     let created = unix_now();
     match a.translate.clone() {
         Translate::None => relay_raw(state, session, ctx, a, deadline).await,
-        Translate::GeminiChat { stream: true, include_usage } if ok => {
+        Translate::GeminiChat {
+            stream: true,
+            include_usage,
+        } if ok => {
             let model = ctx.model.clone().unwrap_or_default();
-            let tctx = gemini::ResponseContext { id: format!("chatcmpl-{}", ctx.request_id), model, created };
+            let tctx = gemini::ResponseContext {
+                id: format!("chatcmpl-{}", ctx.request_id),
+                model,
+                created,
+            };
             let translator = gemini::StreamTranslator::new(tctx, include_usage);
             relay_translated_stream(state, session, ctx, a, translator, deadline).await;
         }
@@ -482,7 +624,9 @@ async fn deliver(state: &State, session: &mut Session, ctx: &mut Ctx, mut a: Ans
             let body = match read_all(&mut a.up, TRANSLATE_BODY_LIMIT, a.timeout).await {
                 Ok(b) => b,
                 Err(e) => {
-                    let err = GatewayError::UpstreamFailed { message: format!("gemini: reading the answer failed: {e}") };
+                    let err = GatewayError::UpstreamFailed {
+                        message: format!("gemini: reading the answer failed: {e}"),
+                    };
                     return send_error(session, ctx, &err).await;
                 }
             };
@@ -496,7 +640,11 @@ async fn deliver(state: &State, session: &mut Session, ctx: &mut Ctx, mut a: Ans
                 })
             } else {
                 let model = ctx.model.clone().unwrap_or_default();
-                let tctx = gemini::ResponseContext { id: format!("chatcmpl-{}", ctx.request_id), model, created };
+                let tctx = gemini::ResponseContext {
+                    id: format!("chatcmpl-{}", ctx.request_id),
+                    model,
+                    created,
+                };
                 gemini::chat_response(&body, &tctx).map(|(b, u)| {
                     ctx.usage = Some((u.prompt_tokens, u.completion_tokens));
                     Bytes::from(b)
@@ -505,7 +653,9 @@ async fn deliver(state: &State, session: &mut Session, ctx: &mut Ctx, mut a: Ans
             match translated {
                 Ok(body) => super::respond::send_json(session, ctx, status, body).await,
                 Err(e) => {
-                    let err = GatewayError::UpstreamFailed { message: format!("gemini answer could not be translated: {}", e.message) };
+                    let err = GatewayError::UpstreamFailed {
+                        message: format!("gemini answer could not be translated: {}", e.message),
+                    };
                     send_error(session, ctx, &err).await
                 }
             }
@@ -522,7 +672,10 @@ fn unix_now() -> u64 {
 
 async fn release(state: &State, up: HttpSession, peer: &PeerInfo, addr: SocketAddr) {
     let http_peer = peer.http_peer(addr, Duration::from_secs(1));
-    state.connector.release_http_session(up, &http_peer, Some(Duration::from_secs(60))).await;
+    state
+        .connector
+        .release_http_session(up, &http_peer, Some(Duration::from_secs(60)))
+        .await;
 }
 
 /// What happened to the body relay.
@@ -533,7 +686,12 @@ enum BodyEvent {
     ClientGone,
 }
 
-async fn next_body(up: &mut HttpSession, session: &mut Session, idle: Duration, deadline: Instant) -> BodyEvent {
+async fn next_body(
+    up: &mut HttpSession,
+    session: &mut Session,
+    idle: Duration,
+    deadline: Instant,
+) -> BodyEvent {
     // The request deadline bounds waiting for the first bytes only: a stream that keeps
     // flowing is bounded by the idle timeout between chunks, not cut.
     let _ = deadline;
@@ -549,7 +707,13 @@ async fn next_body(up: &mut HttpSession, session: &mut Session, idle: Duration, 
 }
 
 /// Relays the upstream answer unchanged, chunk by chunk.
-async fn relay_raw(state: &State, session: &mut Session, ctx: &mut Ctx, mut a: Answer, deadline: Instant) {
+async fn relay_raw(
+    state: &State,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    mut a: Answer,
+    deadline: Instant,
+) {
     let mut resp = match ResponseHeader::build(a.header.status, Some(a.header.headers.len() + 6)) {
         Ok(r) => r,
         Err(_) => return,
@@ -569,14 +733,22 @@ async fn relay_raw(state: &State, session: &mut Session, ctx: &mut Ctx, mut a: A
         }
     }
     common_headers(&mut resp, ctx);
-    if session.write_response_header(Box::new(resp), false).await.is_err() {
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+    {
         ctx.error = Some("client_write_failed");
         return;
     }
     loop {
         match next_body(&mut a.up, session, a.timeout, deadline).await {
             BodyEvent::Chunk(chunk) => {
-                if session.write_response_body(Some(chunk), false).await.is_err() {
+                if session
+                    .write_response_body(Some(chunk), false)
+                    .await
+                    .is_err()
+                {
                     ctx.error = Some("client_write_failed");
                     return;
                 }
@@ -615,12 +787,18 @@ async fn relay_translated_stream(
     mut translator: gemini::StreamTranslator,
     deadline: Instant,
 ) {
-    let Ok(mut resp) = ResponseHeader::build(a.header.status, Some(8)) else { return };
+    let Ok(mut resp) = ResponseHeader::build(a.header.status, Some(8)) else {
+        return;
+    };
     let _ = resp.insert_header("content-type", "text/event-stream");
     let _ = resp.insert_header("cache-control", "no-cache");
     let _ = resp.insert_header("transfer-encoding", "chunked");
     common_headers(&mut resp, ctx);
-    if session.write_response_header(Box::new(resp), false).await.is_err() {
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+    {
         ctx.error = Some("client_write_failed");
         return;
     }
@@ -629,7 +807,12 @@ async fn relay_translated_stream(
         match next_body(&mut a.up, session, a.timeout, deadline).await {
             BodyEvent::Chunk(chunk) => {
                 translator.push(&chunk, &mut out);
-                if !out.is_empty() && session.write_response_body(Some(Bytes::from(std::mem::take(&mut out))), false).await.is_err() {
+                if !out.is_empty()
+                    && session
+                        .write_response_body(Some(Bytes::from(std::mem::take(&mut out))), false)
+                        .await
+                        .is_err()
+                {
                     ctx.error = Some("client_write_failed");
                     return;
                 }
@@ -639,7 +822,9 @@ async fn relay_translated_stream(
                 if let Some(u) = translator.usage() {
                     ctx.usage = Some((u.prompt_tokens, u.completion_tokens));
                 }
-                let _ = session.write_response_body(Some(Bytes::from(std::mem::take(&mut out))), !complete).await;
+                let _ = session
+                    .write_response_body(Some(Bytes::from(std::mem::take(&mut out))), !complete)
+                    .await;
                 if complete {
                     let _ = session.write_response_body(None, true).await;
                     release(state, a.up, &a.peer, a.addr).await;
@@ -652,7 +837,9 @@ async fn relay_translated_stream(
             BodyEvent::Failed(e) => {
                 ctx.error = Some("upstream_body_failed");
                 translator.fail(&format!("upstream stream failed: {e}"), &mut out);
-                let _ = session.write_response_body(Some(Bytes::from(std::mem::take(&mut out))), true).await;
+                let _ = session
+                    .write_response_body(Some(Bytes::from(std::mem::take(&mut out))), true)
+                    .await;
                 session.set_keepalive(None);
                 return;
             }
@@ -688,7 +875,10 @@ mod tests {
 
     #[test]
     fn key_query_parameters_never_go_upstream() {
-        assert_eq!(strip_key_param("/v1beta/models/m:generateContent?key=abc"), "/v1beta/models/m:generateContent");
+        assert_eq!(
+            strip_key_param("/v1beta/models/m:generateContent?key=abc"),
+            "/v1beta/models/m:generateContent"
+        );
         assert_eq!(strip_key_param("/x?alt=sse&key=abc"), "/x?alt=sse");
         assert_eq!(strip_key_param("/x"), "/x");
     }

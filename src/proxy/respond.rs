@@ -31,7 +31,9 @@ pub async fn send(
     extra: &[(&'static str, String)],
 ) {
     ctx.status = status;
-    let Ok(mut resp) = ResponseHeader::build(status, Some(6 + extra.len())) else { return };
+    let Ok(mut resp) = ResponseHeader::build(status, Some(6 + extra.len())) else {
+        return;
+    };
     let _ = resp.insert_header("content-type", content_type);
     let _ = resp.insert_header("content-length", body.len().to_string());
     common_headers(&mut resp, ctx);
@@ -39,7 +41,11 @@ pub async fn send(
         let _ = resp.insert_header(*k, v.as_str());
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    if session.write_response_header(Box::new(resp), head_only || body.is_empty()).await.is_err() {
+    if session
+        .write_response_header(Box::new(resp), head_only || body.is_empty())
+        .await
+        .is_err()
+    {
         return;
     }
     if !head_only && !body.is_empty() {
@@ -62,7 +68,15 @@ pub async fn send_error(session: &mut Session, ctx: &mut Ctx, err: &GatewayError
         // The rest of the body was never read: this connection cannot carry another request.
         session.set_keepalive(None);
     }
-    send(session, ctx, err.status(), "application/json", err.body(), &extra).await
+    send(
+        session,
+        ctx,
+        err.status(),
+        "application/json",
+        err.body(),
+        &extra,
+    )
+    .await
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes. A body that arrives in
@@ -83,20 +97,20 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
         .get("expect")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue {
-        session
-            .write_continue_response()
-            .await
-            .map_err(|e| GatewayError::bad_request(format!("could not answer Expect: 100-continue: {e}")))?;
+        session.write_continue_response().await.map_err(|e| {
+            GatewayError::bad_request(format!("could not answer Expect: 100-continue: {e}"))
+        })?;
     }
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
     loop {
-        let chunk = session
-            .read_request_body()
-            .await
-            .map_err(|e| GatewayError::bad_request(format!("could not read the request body: {e}")))?;
+        let chunk = session.read_request_body().await.map_err(|e| {
+            GatewayError::bad_request(format!("could not read the request body: {e}"))
+        })?;
         let Some(chunk) = chunk else { break };
-        let total = first.as_ref().map_or(0, |b| b.len()) + rest.as_ref().map_or(0, |b| b.len()) + chunk.len();
+        let total = first.as_ref().map_or(0, |b| b.len())
+            + rest.as_ref().map_or(0, |b| b.len())
+            + chunk.len();
         if total > limit {
             return Err(GatewayError::BodyTooLarge { limit });
         }
