@@ -8,5 +8,5 @@ echo "== cargo fmt --check";                        cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings";   cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo build --bins";                       cargo build --bins --quiet
 echo "== cargo test";                               cargo test --quiet
-echo "== cargo bench --no-run";                     cargo bench --no-run --quiet
+# Benchmarks are compiled (type-checked) by clippy --all-targets above; `cargo bench` runs them.
 echo "== pytest tests/py";                          python3 -m pytest tests/py -q -p no:cacheprovider
