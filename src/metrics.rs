@@ -23,6 +23,8 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub shed: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub redis_errors: IntCounterVec,
     pub inflight: IntGauge,
 }
 
@@ -73,6 +75,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "gateway_shed_requests_total",
             "Requests refused at once because the gateway was at its concurrency limit",
             &["route"]
+        )?,
+        rate_limited: register_int_counter_vec!(
+            "gateway_rate_limited_total",
+            "Requests refused by the gateway's own rate limits",
+            &["limit"]
+        )?,
+        redis_errors: register_int_counter_vec!(
+            "gateway_redis_errors_total",
+            "Redis operations that failed or timed out (the gateway carried on without Redis)",
+            &["use"]
         )?,
         inflight: register_int_gauge!("gateway_inflight_requests", "Proxied requests in flight")?,
     })

@@ -228,3 +228,11 @@ def start_gateway():
 def gw(mock, start_gateway):
     """A gateway in hybrid mode in front of one mock provider."""
     return start_gateway(provider_config(mock.url))
+
+
+@pytest.fixture
+def gw_gateway_mode(mock, start_gateway):
+    """A gateway in `gateway` auth mode: SDK clients' placeholder keys are ignored."""
+    cfg = provider_config(mock.url)
+    cfg["auth"] = {"mode": "gateway"}
+    return start_gateway(cfg)

@@ -5,8 +5,8 @@ import pytest
 
 
 @pytest.fixture
-def client(gw):
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="unused-by-gateway-mode", max_retries=0)
+def client(gw_gateway_mode):
+    return openai.OpenAI(base_url=gw_gateway_mode.url + "/v1", api_key="unused-by-gateway-mode", max_retries=0)
 
 
 def test_sdk_chat_completion(client, mock):
