@@ -4,8 +4,10 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod logging;
 pub mod metrics;
@@ -13,9 +15,11 @@ pub mod providers {
     pub mod gemini;
 }
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod strategy;
 pub mod upstream;

@@ -2,6 +2,7 @@
 
 use llm_gateway::cli::{self, Command};
 use llm_gateway::config::{Config, ENV_VARS};
+use llm_gateway::control::ConfigSource;
 use llm_gateway::{logging, server};
 use std::process::ExitCode;
 
@@ -79,7 +80,11 @@ fn main() -> ExitCode {
     for w in &loaded.warnings {
         log::warn!(target: logging::targets::CONFIG, "{w}");
     }
-    match server::build(loaded.config) {
+    let source = ConfigSource {
+        path: path.clone(),
+        overrides: args.overrides.clone(),
+    };
+    match server::build(loaded.config, source) {
         Ok(server) => server.run_forever(),
         Err(e) => {
             eprintln!("{e}");

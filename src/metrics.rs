@@ -2,8 +2,9 @@
 //! models only from the config's catalog (anything else is `other`).
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, Encoder, HistogramVec,
-    IntCounterVec, IntGauge, TextEncoder,
+    register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, CounterVec, Encoder, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -26,7 +27,18 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub redis_errors: IntCounterVec,
     pub inflight: IntGauge,
+    pub reloads: IntCounterVec,
+    pub upstream_latency: HistogramVec,
+    pub time_to_first_token: HistogramVec,
+    pub overhead: HistogramVec,
+    pub cost: CounterVec,
+    pub peer_healthy: IntGaugeVec,
 }
+
+/// Buckets for the gateway's own time: 10 µs to 100 ms.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+];
 
 fn build() -> Result<Metrics, prometheus::Error> {
     Ok(Metrics {
@@ -87,11 +99,79 @@ fn build() -> Result<Metrics, prometheus::Error> {
             &["use"]
         )?,
         inflight: register_int_gauge!("gateway_inflight_requests", "Proxied requests in flight")?,
+        reloads: register_int_counter_vec!(
+            "gateway_config_reloads_total",
+            "Config reloads (SIGHUP), by result: ok or rejected",
+            &["result"]
+        )?,
+        upstream_latency: register_histogram_vec!(
+            "gateway_upstream_latency_seconds",
+            "Time from sending a request upstream to its response header, per attempt",
+            &["provider"],
+            DURATION_BUCKETS.to_vec()
+        )?,
+        time_to_first_token: register_histogram_vec!(
+            "gateway_time_to_first_token_seconds",
+            "Time from the client's request to the first byte of the answer body",
+            &["provider"],
+            DURATION_BUCKETS.to_vec()
+        )?,
+        overhead: register_histogram_vec!(
+            "gateway_overhead_seconds",
+            "Time spent in the gateway itself, excluding time waiting for upstreams",
+            &["route"],
+            OVERHEAD_BUCKETS.to_vec()
+        )?,
+        cost: register_counter_vec!(
+            "gateway_cost_usd_total",
+            "Estimated cost of answered requests from token usage and prices, in USD",
+            &["provider", "model"]
+        )?,
+        peer_healthy: register_int_gauge_vec!(
+            "gateway_peer_healthy",
+            "1 when the peer passes its health check",
+            &["provider", "peer"]
+        )?,
     })
 }
 
+/// Series that exist from the start at 0, so every documented name is exported before the
+/// first request and `rate()` works from the first scrape.
+fn zero_series(m: &Metrics) {
+    for route in ["chat_completions", "embeddings"] {
+        m.requests.with_label_values(&[route, "200"]);
+        m.cache_hits.with_label_values(&[route]);
+        m.cache_misses.with_label_values(&[route]);
+        m.errors.with_label_values(&[route, "upstream_error"]);
+        m.shed.with_label_values(&[route]);
+    }
+    for provider in ["openai", "gemini"] {
+        m.provider_requests
+            .with_label_values(&[provider, "other", "200"]);
+        m.tokens.with_label_values(&[provider, "other", "prompt"]);
+        m.tokens
+            .with_label_values(&[provider, "other", "completion"]);
+    }
+    for reason in ["missing", "invalid"] {
+        m.auth_failures.with_label_values(&[reason]);
+    }
+    for limit in ["requests", "tokens"] {
+        m.rate_limited.with_label_values(&[limit]);
+    }
+    for use_ in ["cache", "ratelimit"] {
+        m.redis_errors.with_label_values(&[use_]);
+    }
+    for result in ["ok", "rejected"] {
+        m.reloads.with_label_values(&[result]);
+    }
+}
+
 /// The process-wide metrics; `None` only if registration failed (then nothing is counted).
-pub static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| build().ok());
+pub static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| {
+    let m = build().ok()?;
+    zero_series(&m);
+    Some(m)
+});
 
 pub fn get() -> Option<&'static Metrics> {
     METRICS.as_ref()

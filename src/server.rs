@@ -1,7 +1,8 @@
-//! Builds the Pingora server: the proxy service, one health-check background service per
-//! provider pool, and the server settings (threads, graceful shutdown).
+//! Builds the Pingora server: the proxy service, the control service (health checks, reload,
+//! drain), and the server settings (threads, graceful shutdown).
 
 use crate::config::Config;
+use crate::control::{self, ConfigSource, Control};
 use crate::logging::targets;
 use crate::proxy::Gateway;
 use crate::state::{Runtime, State};
@@ -11,7 +12,7 @@ use pingora::services::background::GenBackgroundService;
 use std::sync::Arc;
 
 /// Builds the server ready to run; `Err` names what could not be set up.
-pub fn build(config: Config) -> Result<Server, String> {
+pub fn build(config: Config, source: ConfigSource) -> Result<Server, String> {
     let conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
@@ -27,22 +28,24 @@ pub fn build(config: Config) -> Result<Server, String> {
         format!("{}:{}", config.server.host, config.server.port)
     };
     let threads = config.server.threads;
-    let grace_period = config.server.grace_period;
+    let grace = config.server.grace_period;
     let tls = config.server.tls.clone();
     let runtime = Runtime::new(config);
-    initial_discovery(&runtime);
-    for (kind, pool) in &runtime.pools {
-        let service =
-            GenBackgroundService::new(format!("health checks: {}", kind.name()), pool.lb.clone());
-        server.add_service(service);
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        rt.block_on(control::initial_discovery(&runtime));
     }
     let state = Arc::new(State::new(runtime));
+    let control = Control {
+        state: state.clone(),
+        source,
+        grace,
+    };
     server.add_service(GenBackgroundService::new(
-        "drain".into(),
-        Arc::new(Drain {
-            state: state.clone(),
-            grace: grace_period,
-        }),
+        "control".into(),
+        Arc::new(control),
     ));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -53,9 +56,10 @@ pub fn build(config: Config) -> Result<Server, String> {
         Some(tls) => {
             let cert = tls.cert.to_string_lossy().to_string();
             let key = tls.key.to_string_lossy().to_string();
-            proxy
-                .add_tls(&listen, &cert, &key)
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
                 .map_err(|e| format!("server.tls: could not load the certificate or key: {e}"))?;
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&listen, None, settings);
         }
         None => proxy.add_tcp(&listen),
     }
@@ -63,62 +67,4 @@ pub fn build(config: Config) -> Result<Server, String> {
     server.add_service(proxy);
     log::info!(target: targets::SERVER, "llm-gateway {} listening on {listen}", env!("CARGO_PKG_VERSION"));
     Ok(server)
-}
-
-/// Resolves every pool once before serving, so the first requests find their peers; names
-/// that do not resolve in time are retried by the background updates.
-fn initial_discovery(runtime: &Runtime) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
-    rt.block_on(async {
-        for pool in runtime.pools.values() {
-            let update = tokio::time::timeout(std::time::Duration::from_secs(3), pool.lb.update()).await;
-            if !matches!(update, Ok(Ok(()))) {
-                log::warn!(target: targets::UPSTREAM, "initial discovery of {} peers did not complete; retrying in the background", pool.kind.name());
-            }
-        }
-    });
-}
-
-/// Ends the process as soon as a graceful shutdown has no request left in flight. Pingora
-/// itself would sleep out the whole grace period even when idle, which slows every rollout.
-struct Drain {
-    state: Arc<State>,
-    grace: std::time::Duration,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for Drain {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-        log::info!(target: targets::SERVER, "SIGTERM: no longer accepting; draining in-flight requests (at most {} s)", self.grace.as_secs());
-        let deadline = std::time::Instant::now() + self.grace;
-        // Idle for a moment in a row: no request between two looks.
-        let mut idle_rounds = 0;
-        while std::time::Instant::now() < deadline {
-            if self
-                .state
-                .inflight
-                .load(std::sync::atomic::Ordering::Acquire)
-                == 0
-            {
-                idle_rounds += 1;
-                if idle_rounds >= 3 {
-                    break;
-                }
-            } else {
-                idle_rounds = 0;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        log::info!(target: targets::SERVER, "drained; exiting");
-        log::logger().flush();
-        std::process::exit(0);
-    }
 }

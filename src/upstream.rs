@@ -2,7 +2,8 @@
 //! discovery that re-resolves DNS on every update, and a background health check that records
 //! what `/health/providers` shows.
 
-use crate::config::{Config, ProviderKind, Secret};
+use crate::config::{Config, ProviderKind, Secret, Strategy};
+use crate::strategy::{self, LatencyEwma, PassiveHealth, PeerView};
 use async_trait::async_trait;
 use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::health_check::HealthCheck;
@@ -93,6 +94,10 @@ pub struct PeerStats {
     pub latency_us: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub resolved: Mutex<Option<SocketAddr>>,
+    /// Time to first byte of answered requests (the `performance` strategy).
+    pub ewma: LatencyEwma,
+    /// Consecutive request failures cool a peer down until it answers or a check flips it back.
+    pub passive: PassiveHealth,
 }
 
 /// One upstream endpoint of a provider.
@@ -122,6 +127,8 @@ pub struct ProviderPool {
     pub kind: ProviderKind,
     pub peers: Vec<Arc<PeerInfo>>,
     pub lb: Arc<LoadBalancer<RoundRobin>>,
+    strategy: Strategy,
+    rr: std::sync::atomic::AtomicUsize,
 }
 
 impl ProviderPool {
@@ -168,24 +175,42 @@ impl ProviderPool {
             kind,
             peers,
             lb: Arc::new(lb),
+            strategy: config.routing.strategy,
+            rr: std::sync::atomic::AtomicUsize::new(fastrand::usize(..)),
         })
     }
 
-    /// Picks a healthy peer, preferring those this request has failed on least often
-    /// (`tried` lists one address per failed attempt).
+    /// Picks the peer for the next attempt by the routing strategy, among healthy peers,
+    /// avoiding cooled-down peers and those this request already failed on (`tried` lists one
+    /// address per failed attempt).
     pub fn select(&self, tried: &[SocketAddr]) -> Option<(Arc<PeerInfo>, SocketAddr)> {
-        let failures = |a: &SocketAddr| tried.iter().filter(|t| *t == a).count();
-        for allowed in 0..=tried.len() {
-            let picked = self.lb.select_with(b"", 256, |b, healthy| {
-                healthy && b.addr.as_inet().is_some_and(|a| failures(a) <= allowed)
+        let now = std::time::Instant::now();
+        let backends = self.lb.backends().get_backend();
+        let mut found: Vec<(Arc<PeerInfo>, SocketAddr)> = Vec::with_capacity(backends.len());
+        let mut views: Vec<PeerView> = Vec::with_capacity(backends.len());
+        for b in backends.iter() {
+            let (Some(info), Some(addr)) = (b.ext.get::<Arc<PeerInfo>>(), b.addr.as_inet()) else {
+                continue;
+            };
+            views.push(PeerView {
+                index: found.len(),
+                weight: info.weight,
+                healthy: self.lb.backends().ready(b),
+                cooling: info.stats.passive.is_cooling(now),
+                ewma: info.stats.ewma.get(),
+                failures_this_request: tried.iter().filter(|t| *t == addr).count() as u32,
             });
-            if let Some(backend) = picked {
-                let addr = *backend.addr.as_inet()?;
-                let info = backend.ext.get::<Arc<PeerInfo>>()?.clone();
-                return Some((info, addr));
-            }
+            found.push((info.clone(), *addr));
         }
-        None
+        let mut rng = fastrand::Rng::new();
+        let i = strategy::choose_peer(self.strategy, &views, &self.rr, &mut rng)?;
+        found.into_iter().nth(i)
+    }
+
+    /// The lowest latency seen among this provider's peers (orders virtual-model candidates
+    /// under `performance`).
+    pub fn best_latency(&self) -> Option<Duration> {
+        self.peers.iter().filter_map(|p| p.stats.ewma.get()).min()
     }
 
     /// Whether any peer is currently healthy.
@@ -301,6 +326,13 @@ impl HealthCheck for ConnectCheck {
             }
         }
         result.map_err(|e| pingora::Error::explain(pingora::ErrorType::ConnectError, e))
+    }
+
+    /// A peer that passes its check again is no longer cooled down by past request failures.
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let (true, Some(info)) = (healthy, target.ext.get::<Arc<PeerInfo>>()) {
+            info.stats.passive.clear();
+        }
     }
 
     fn health_threshold(&self, _success: bool) -> usize {

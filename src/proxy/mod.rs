@@ -14,17 +14,20 @@
 //! upstream phases never run, because Pingora 0.9 cannot forward a body larger than 64 KiB that
 //! was read before choosing the peer — and the model that chooses the peer is in the body.
 
+mod deliver;
 mod relay;
 pub mod respond;
 
 use crate::auth::{self, AccessDenied, Caller, ClientKeys};
-use crate::config::ProviderKind;
+use crate::cache;
+use crate::config::{AuthMode, ProviderKind, Strategy};
 use crate::error::GatewayError;
 use crate::logging::{self, targets, AccessRecord};
 use crate::metrics;
 use crate::routes::{self, GeminiMethod, Route};
 use crate::routing::{self, Candidate};
 use crate::state::{Runtime, State};
+use crate::strategy;
 use async_trait::async_trait;
 use bytes::Bytes;
 pub use relay::MAX_ATTEMPTS;
@@ -61,6 +64,20 @@ pub struct Ctx {
     pub error: Option<&'static str>,
     /// (prompt, completion) tokens reported by the upstream.
     pub usage: Option<(u64, u64)>,
+    /// When the last attempt was sent, its first body byte arrived, and the upstream finished.
+    pub attempt_started: Option<Instant>,
+    pub first_byte: Option<Instant>,
+    pub upstream_done: Option<Instant>,
+    /// When the answering attempt's response header arrived.
+    pub header_at: Option<Instant>,
+    /// Time spent waiting for upstream response headers, over all attempts.
+    pub upstream_wait: std::time::Duration,
+    /// This request's rate-limit standing, for the `x-ratelimit-*` headers.
+    pub rate: Option<crate::ratelimit::Decision>,
+    /// `Access-Control-Allow-Origin` value when the request's origin is allowed.
+    pub cors_origin: Option<String>,
+    /// Whether that origin was matched exactly (credentials may then be allowed).
+    pub cors_exact: bool,
 }
 
 impl Default for Ctx {
@@ -79,6 +96,14 @@ impl Default for Ctx {
             cache: "BYPASS",
             error: None,
             usage: None,
+            attempt_started: None,
+            first_byte: None,
+            upstream_done: None,
+            header_at: None,
+            upstream_wait: std::time::Duration::ZERO,
+            rate: None,
+            cors_origin: None,
+            cors_exact: false,
         }
     }
 }
@@ -131,6 +156,13 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Ctx {
         Ctx::default()
+    }
+
+    /// Compresses answers (gzip, brotli, zstd) for clients that accept it; streams opt out
+    /// per request and use [`respond::StreamGzip`], which flushes every event.
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        modules
+            .add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(5));
     }
 
     /// Runs first for every request and answers it completely.
@@ -195,13 +227,43 @@ impl ProxyHttp for Gateway {
                 m.tokens
                     .with_label_values(&[p, model, "completion"])
                     .inc_by(completion);
+                let rt = self.state.runtime.load();
+                if let Some(price) = strategy::price_of(
+                    p,
+                    ctx.model.as_deref().unwrap_or_default(),
+                    &rt.config.pricing,
+                ) {
+                    m.cost
+                        .with_label_values(&[p, model])
+                        .inc_by(strategy::estimated_cost(&price, prompt, completion));
+                }
             }
             if let Some(p) = provider {
                 let model = self.model_label(ctx.model.as_deref());
                 m.provider_requests
                     .with_label_values(&[p, model, status])
                     .inc();
+                if ctx.attempts > 0 {
+                    m.upstream_latency
+                        .with_label_values(&[p])
+                        .observe(ctx.upstream_wait.as_secs_f64());
+                }
+                if let Some(first) = ctx.first_byte {
+                    m.time_to_first_token
+                        .with_label_values(&[p])
+                        .observe((first - ctx.start).as_secs_f64());
+                }
             }
+            // The gateway's own time: everything but waiting for response headers and, once
+            // the answer flows, the upstream's pace.
+            let upstream_body = match (ctx.header_at, ctx.upstream_done) {
+                (Some(header), Some(done)) => done.saturating_duration_since(header),
+                _ => std::time::Duration::ZERO,
+            };
+            let overhead = duration.saturating_sub(ctx.upstream_wait + upstream_body);
+            m.overhead
+                .with_label_values(&[ctx.route])
+                .observe(overhead.as_secs_f64());
         }
     }
 }
@@ -268,6 +330,9 @@ impl Gateway {
             routes::classify(req.method.as_str(), req.uri.path())
         };
         ctx.route = route.label();
+        if rt.config.security.cors_enabled {
+            cors_origin(&rt.config.security.cors_origins, session, ctx);
+        }
         let result = match &route {
             Route::Health => {
                 let body = json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")});
@@ -314,6 +379,15 @@ impl Gateway {
             },
             Route::Metrics => match self.check_access(&rt, session, ctx, true) {
                 Ok(()) => {
+                    if let Some(m) = metrics::get() {
+                        for (kind, pool) in &rt.pools {
+                            for (peer, healthy) in pool.peer_health() {
+                                m.peer_healthy
+                                    .with_label_values(&[kind.name(), &peer.address.authority()])
+                                    .set(i64::from(healthy));
+                            }
+                        }
+                    }
                     let body = metrics::render();
                     send(
                         session,
@@ -341,7 +415,21 @@ impl Gateway {
                 Err(e) => Err(e),
             },
             Route::Preflight => {
-                send(session, ctx, 204, "text/plain", Bytes::new(), &[]).await;
+                let mut extra = Vec::new();
+                if ctx.cors_origin.is_some() {
+                    let header = &rt.config.security.api_key_header;
+                    extra.push((
+                        "access-control-allow-methods",
+                        "GET, POST, OPTIONS".to_string(),
+                    ));
+                    extra.push((
+                        "access-control-allow-headers",
+                        format!("authorization, content-type, {header}, x-goog-api-key, x-openai-api-key, openai-organization, openai-project, openai-beta, x-request-id, cache-control, x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout, x-goog-api-client")
+                            .to_ascii_lowercase(),
+                    ));
+                    extra.push(("access-control-max-age", "600".to_string()));
+                }
+                send(session, ctx, 204, "text/plain", Bytes::new(), &extra).await;
                 Ok(())
             }
             Route::NotFound => Err(GatewayError::NotFound {
@@ -356,6 +444,57 @@ impl Gateway {
         if let Err(e) = result {
             send_error(session, ctx, &e).await;
         }
+    }
+
+    /// A cache lookup, counted.
+    async fn lookup(&self, key: &cache::CacheKey, ctx: &mut Ctx) -> Option<cache::Entry> {
+        let hit = self.state.cache.get(key).await;
+        if hit.is_some() {
+            if let Some(m) = metrics::get() {
+                m.cache_hits.with_label_values(&[ctx.route]).inc();
+            }
+        }
+        hit
+    }
+
+    /// Serves a stored answer: the cached `Bytes` as they are (no copy), or replayed as SSE
+    /// for a streaming request.
+    async fn answer_from_cache(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        hit: cache::Entry,
+        op: Op,
+    ) -> Result<(), GatewayError> {
+        ctx.cache = "HIT";
+        ctx.provider = ProviderKind::from_name(&hit.provider);
+        ctx.model = Some(hit.model.clone());
+        ctx.usage = None;
+        match op {
+            Op::Chat {
+                stream: true,
+                include_usage,
+            } => match cache::completion_to_sse(&hit.body, include_usage) {
+                Some(sse) => {
+                    send(
+                        session,
+                        ctx,
+                        200,
+                        "text/event-stream",
+                        sse,
+                        &[("cache-control", "no-cache".into())],
+                    )
+                    .await
+                }
+                None => {
+                    return Err(GatewayError::UpstreamFailed {
+                        message: "a cached answer could not be replayed".into(),
+                    })
+                }
+            },
+            _ => send_json(session, ctx, 200, hit.body).await,
+        }
+        Ok(())
     }
 
     /// Checks the gateway access key. `operational` routes (`/config`, `/metrics`) need one
@@ -415,7 +554,8 @@ impl Gateway {
         }
     }
 
-    /// LLM routes: authenticate, admit, read and parse the body, resolve, relay.
+    /// LLM routes: authenticate, rate-limit, read and parse the body, resolve the model,
+    /// answer from the cache or admit (concurrency) and relay, then store and settle.
     async fn proxy(
         &self,
         rt: &Runtime,
@@ -425,15 +565,10 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let cfg = &rt.config;
         self.check_access(rt, session, ctx, false)?;
-        let Some(_slot) =
-            InflightSlot::acquire(&self.state.inflight, cfg.server.max_concurrent_requests)
-        else {
-            if let Some(m) = metrics::get() {
-                m.shed.with_label_values(&[ctx.route]).inc();
-            }
-            return Err(GatewayError::Overloaded);
-        };
-        let body = respond::read_body(session, cfg.server.max_body_bytes).await?;
+        let access_key = ctx
+            .key_id
+            .as_ref()
+            .and_then(|id| cfg.auth.keys.iter().find(|k| &k.id == id));
         let req = session.req_header();
         let path_and_query = req
             .uri
@@ -457,8 +592,35 @@ impl Gateway {
         );
         let method = req.method.clone();
         let forward_headers = forwardable(req);
+        let header = |name: &str| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (cache_control, ttl_header) = (header("cache-control"), header("x-gateway-cache-ttl"));
 
-        let (op, parsed, requested_model, candidates, is_virtual) = match route {
+        // Rate limits run before any upstream call; a 429 from here is never retried.
+        let caller = caller_identity(ctx, &client_keys, session);
+        if cfg.security.rate_limiting_enabled {
+            let limit = access_key
+                .and_then(|k| k.rate_limit_rpm)
+                .unwrap_or(cfg.security.rate_limit_rpm);
+            let decision = self.state.limiter.check_requests(&caller, limit).await;
+            let allowed = decision.allowed;
+            let retry_after_secs = decision.retry_after_secs;
+            ctx.rate = Some(decision);
+            if !allowed {
+                if let Some(m) = metrics::get() {
+                    m.rate_limited.with_label_values(&["requests"]).inc();
+                }
+                log::info!(target: targets::PROXY, "request {} rate limited ({} requests/min)", ctx.request_id, limit);
+                return Err(GatewayError::RateLimited { retry_after_secs });
+            }
+        }
+
+        let body = respond::read_body(session, cfg.server.max_body_bytes).await?;
+        let (op, parsed, requested_model, mut candidates, is_virtual) = match route {
             Route::ChatCompletions | Route::Embeddings => {
                 let head: Head =
                     serde_json::from_slice(&body).map_err(|e| GatewayError::BadRequest {
@@ -482,10 +644,16 @@ impl Gateway {
                         include_usage: head.stream_options.is_some_and(|o| o.include_usage),
                     }
                 };
-                let needs_tree = resolution
-                    .candidates
-                    .iter()
-                    .any(|c| c.provider == ProviderKind::Gemini || c.model != model);
+                // The whole tree is needed to translate, rewrite the model, key the cache or
+                // estimate tokens; a plain OpenAI request with none of these is never re-parsed.
+                let needs_tree = cfg.cache.enabled
+                    || access_key.is_some_and(|k| k.tpm.is_some())
+                    || cfg.routing.strategy == Strategy::CostOptimized
+                        && resolution.candidates.len() > 1
+                    || resolution
+                        .candidates
+                        .iter()
+                        .any(|c| c.provider == ProviderKind::Gemini || c.model != model);
                 let parsed = if needs_tree {
                     Some(
                         serde_json::from_slice::<Value>(&body)
@@ -508,16 +676,11 @@ impl Gateway {
                         path: path_and_query,
                     });
                 }
-                (
-                    Op::OpenAiPassthrough,
-                    None,
-                    None,
-                    vec![Candidate {
-                        provider: ProviderKind::OpenAi,
-                        model: String::new(),
-                    }],
-                    false,
-                )
+                let only = Candidate {
+                    provider: ProviderKind::OpenAi,
+                    model: String::new(),
+                };
+                (Op::OpenAiPassthrough, None, None, vec![only], false)
             }
             Route::GeminiNative { model, method: gm } => {
                 if cfg.provider(ProviderKind::Gemini).is_none() {
@@ -526,16 +689,11 @@ impl Gateway {
                     });
                 }
                 let stream = *gm == GeminiMethod::StreamGenerateContent;
-                (
-                    Op::GeminiNative { stream },
-                    None,
-                    None,
-                    vec![Candidate {
-                        provider: ProviderKind::Gemini,
-                        model: model.clone(),
-                    }],
-                    false,
-                )
+                let only = Candidate {
+                    provider: ProviderKind::Gemini,
+                    model: model.clone(),
+                };
+                (Op::GeminiNative { stream }, None, None, vec![only], false)
             }
             _ => {
                 return Err(GatewayError::NotFound {
@@ -544,6 +702,8 @@ impl Gateway {
             }
         };
         ctx.model = requested_model.clone();
+        let estimate = parsed.as_ref().map(strategy::estimate_tokens);
+        order_candidates(rt, &mut candidates, estimate);
 
         // A bearer key is meant for the provider of the requested model: it may follow a
         // virtual model only when all its candidates are of one provider.
@@ -565,7 +725,7 @@ impl Gateway {
                     .get(&c.provider)
                     .is_some_and(|p| p.peers.iter().any(|peer| peer.api_key.is_some()));
                 auth::upstream_key(&cfg.auth, client.as_deref(), None).is_some()
-                    || (gateway_has_key && cfg.auth.mode != crate::config::AuthMode::Client)
+                    || (gateway_has_key && cfg.auth.mode != AuthMode::Client)
             })
             .collect();
         if with_keys.is_empty() {
@@ -573,18 +733,214 @@ impl Gateway {
                 model: requested_model.unwrap_or_default(),
             });
         }
+
+        // Tokens per minute: reserved now from an estimate, settled with the real usage.
+        let mut reservation = None;
+        if let (true, Some(key), Some((input, output))) =
+            (cfg.security.rate_limiting_enabled, access_key, estimate)
+        {
+            if let Some(tpm) = key.tpm {
+                let (decision, r) = self
+                    .state
+                    .limiter
+                    .reserve_tokens(&caller, tpm, input + output)
+                    .await;
+                if !decision.allowed {
+                    if let Some(m) = metrics::get() {
+                        m.rate_limited.with_label_values(&["tokens"]).inc();
+                    }
+                    return Err(GatewayError::RateLimited {
+                        retry_after_secs: decision.retry_after_secs,
+                    });
+                }
+                reservation = r;
+            }
+        }
+
+        // The cache: exact match on the canonical request, scoped to the caller.
+        let cacheable = cfg.cache.enabled && matches!(op, Op::Chat { .. } | Op::Embeddings);
+        let policy = cache::policy(cache_control.as_deref(), ttl_header.as_deref());
+        let scope = cache_scope(ctx, &with_keys);
+        let cache_key_for = |c: &Candidate| {
+            parsed
+                .as_ref()
+                .map(|v| cache::cache_key(route.label(), c.provider.name(), &c.model, &scope, v))
+        };
+        let primary_key = if cacheable {
+            with_keys.first().and_then(|(c, _)| cache_key_for(c))
+        } else {
+            None
+        };
+        let mut leader = None;
+        if let (Some(key), true) = (&primary_key, policy.read) {
+            if let Some(hit) = self.lookup(key, ctx).await {
+                return self.answer_from_cache(session, ctx, hit, op).await;
+            }
+            match self.state.cache.join(key) {
+                cache::Flight::Leader(guard) => leader = Some(guard),
+                cache::Flight::Follower(waiter) => {
+                    // An identical request is already upstream: wait for its answer.
+                    if waiter.wait(cfg.server.request_timeout).await
+                        == cache::WaitOutcome::Completed
+                    {
+                        if let Some(hit) = self.lookup(key, ctx).await {
+                            return self.answer_from_cache(session, ctx, hit, op).await;
+                        }
+                    }
+                }
+            }
+        }
+        ctx.cache = if primary_key.is_some() && (policy.read || policy.write) {
+            "MISS"
+        } else {
+            "BYPASS"
+        };
+        if ctx.cache == "MISS" {
+            if let Some(m) = metrics::get() {
+                m.cache_misses.with_label_values(&[ctx.route]).inc();
+            }
+        }
+
+        let Some(_slot) =
+            InflightSlot::acquire(&self.state.inflight, cfg.server.max_concurrent_requests)
+        else {
+            if let Some(m) = metrics::get() {
+                m.shed.with_label_values(&[ctx.route]).inc();
+            }
+            return Err(GatewayError::Overloaded);
+        };
+        let keep = primary_key.is_some() && policy.write;
         let job = Job {
             op,
             method,
             path_and_query,
             body,
-            parsed,
+            parsed: parsed.clone(),
             requested_model,
             candidates: with_keys,
             forward_headers,
+            keep,
         };
-        relay::run(&self.state, rt, session, ctx, job).await;
+        let outcome = relay::run(&self.state, rt, session, ctx, job).await;
+
+        // Stored under the candidate that actually answered, so a failover answer is never
+        // served as the primary's.
+        if let (Some(body), true, Some(provider), Some(model)) = (
+            outcome.complete,
+            ctx.status == 200,
+            ctx.provider,
+            ctx.model.clone(),
+        ) {
+            let answered = Candidate {
+                provider,
+                model: model.clone(),
+            };
+            if let Some(key) = cache_key_for(&answered) {
+                let ttl = policy.ttl.unwrap_or(cfg.cache.ttl);
+                self.state
+                    .cache
+                    .put(
+                        &key,
+                        cache::Entry {
+                            body,
+                            provider: provider.name().to_string(),
+                            model,
+                        },
+                        ttl,
+                    )
+                    .await;
+                if let Some(guard) = leader.take() {
+                    guard.complete();
+                }
+            }
+        }
+        if let Some(r) = reservation {
+            let actual = ctx
+                .usage
+                .map(|(p, c)| p + c)
+                .unwrap_or_else(|| r.reserved());
+            self.state.limiter.settle(r, actual).await;
+        }
         Ok(())
+    }
+}
+
+/// Who the caller is for rate limits: the gateway key id, else a hash of the client's
+/// provider key, else the client's IP address.
+fn caller_identity(ctx: &Ctx, keys: &ClientKeys, session: &Session) -> String {
+    if let Some(id) = &ctx.key_id {
+        return format!("key:{id}");
+    }
+    if let Some(k) = keys
+        .bearer
+        .as_deref()
+        .or(keys.openai.as_deref())
+        .or(keys.gemini.as_deref())
+    {
+        return format!("client:{}", auth::key_fingerprint(k.as_bytes()));
+    }
+    let ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    format!("ip:{ip}")
+}
+
+/// Whose answers a cache entry belongs to: tenants never see each other's answers.
+fn cache_scope(ctx: &Ctx, candidates: &[(Candidate, Option<String>)]) -> String {
+    if let Some(id) = &ctx.key_id {
+        return format!("key:{id}");
+    }
+    match candidates.iter().find_map(|(_, k)| k.as_deref()) {
+        Some(k) => format!("client:{}", hex::encode(auth::sha256(k.as_bytes()))),
+        None => "gateway".into(),
+    }
+}
+
+/// Orders a virtual model's candidates by the routing strategy: cheapest first for
+/// `cost_optimized`, fastest provider first for `performance`, config order otherwise.
+fn order_candidates(rt: &Runtime, candidates: &mut [Candidate], estimate: Option<(u64, u64)>) {
+    if candidates.len() < 2 {
+        return;
+    }
+    match rt.config.routing.strategy {
+        Strategy::RoundRobin => {}
+        Strategy::CostOptimized => {
+            let (input, output) = estimate.unwrap_or((1000, 256));
+            let healthy =
+                |c: &Candidate| rt.pools.get(&c.provider).is_some_and(|p| p.any_healthy());
+            strategy::order_by_cost(candidates, |c| {
+                let price = strategy::price_of(c.provider.name(), &c.model, &rt.config.pricing)?;
+                // An unhealthy candidate goes after every healthy one.
+                let penalty = if healthy(c) { 0.0 } else { 1e9 };
+                Some(strategy::estimated_cost(&price, input, output) + penalty)
+            });
+        }
+        Strategy::Performance => {
+            strategy::order_by_latency(candidates, |c| {
+                rt.pools.get(&c.provider).and_then(|p| p.best_latency())
+            });
+        }
+    }
+}
+
+/// Decides the CORS answer for the request's `Origin`: `*` for a wildcard list (never with
+/// credentials), the origin itself when listed exactly.
+fn cors_origin(allowed: &[String], session: &Session, ctx: &mut Ctx) {
+    let Some(origin) = session
+        .req_header()
+        .headers
+        .get("origin")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    if allowed.iter().any(|a| a == origin) {
+        ctx.cors_origin = Some(origin.to_string());
+        ctx.cors_exact = true;
+    } else if allowed.iter().any(|a| a == "*") {
+        ctx.cors_origin = Some("*".into());
     }
 }
 

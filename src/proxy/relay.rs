@@ -2,7 +2,8 @@
 //! send the buffered body over a pooled connection, fail over on errors that happened before
 //! the client saw a byte, and relay the answer chunk by chunk (translated for Gemini).
 
-use super::respond::{common_headers, send_error};
+use super::deliver::{self, Answer, Outcome, Translate};
+use super::respond::send_error;
 use super::Ctx;
 use crate::auth::UpstreamKey;
 use crate::config::ProviderKind;
@@ -12,7 +13,7 @@ use crate::providers::gemini;
 use crate::routing::Candidate;
 use crate::state::{Runtime, State};
 use crate::upstream::PeerInfo;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
@@ -25,11 +26,9 @@ use std::time::{Duration, Instant};
 /// candidates say: a bound on cost when everything is failing.
 pub const MAX_ATTEMPTS: u32 = 8;
 /// A `Retry-After` longer than this moves on to another peer instead of waiting.
-const RETRY_AFTER_CAP: Duration = Duration::from_secs(2);
+const RETRY_AFTER_CAP: Duration = crate::strategy::RETRY_AFTER_CAP;
 /// Error bodies read from a failed attempt are cut here.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
-/// Whole non-streamed answers that must be translated are bounded here.
-const TRANSLATE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// What the client asked for, as far as the relay cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,14 +61,8 @@ pub struct Job {
     pub candidates: Vec<(Candidate, Option<String>)>,
     /// Client headers worth forwarding (OpenAI-Organization, …).
     pub forward_headers: Vec<(http::HeaderName, http::HeaderValue)>,
-}
-
-/// How to turn the upstream answer into the client's.
-#[derive(Debug, Clone, PartialEq)]
-enum Translate {
-    None,
-    GeminiChat { stream: bool, include_usage: bool },
-    GeminiEmbeddings(gemini::EmbeddingsContext),
+    /// Keep the complete answer (the request is cacheable).
+    pub keep: bool,
 }
 
 /// A request body and path suffix ready for one candidate.
@@ -94,12 +87,24 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
             } else {
                 "/chat/completions"
             };
+            // Usage is counted for streams too: ask for it when the client did not, and drop
+            // that extra chunk before it reaches the client.
+            let (stream, strip_usage) = match job.op {
+                Op::Chat {
+                    stream: true,
+                    include_usage,
+                } => (true, !include_usage),
+                _ => (false, false),
+            };
             Ok(Prepared {
                 suffix: suffix.into(),
                 native_root: false,
-                body: with_model(job, &cand.model)?,
-                translate: Translate::None,
-                stream: matches!(job.op, Op::Chat { stream: true, .. }),
+                body: with_model(job, &cand.model, strip_usage)?,
+                translate: Translate::OpenAi {
+                    stream,
+                    strip_usage,
+                },
+                stream,
             })
         }
         (ProviderKind::Gemini, Op::Chat { .. }) => {
@@ -142,14 +147,14 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
                 .to_string(),
             native_root: false,
             body: job.body.clone(),
-            translate: Translate::None,
+            translate: Translate::Raw,
             stream: false,
         }),
         (ProviderKind::Gemini, Op::GeminiNative { stream }) => Ok(Prepared {
             suffix: strip_key_param(&job.path_and_query),
             native_root: true,
             body: job.body.clone(),
-            translate: Translate::None,
+            translate: Translate::Raw,
             stream,
         }),
         (_, Op::OpenAiPassthrough) | (_, Op::GeminiNative { .. }) => Err(GatewayError::NotFound {
@@ -158,17 +163,25 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
     }
 }
 
-/// The body with `model` replaced, or the original bytes when it already says `model`.
-fn with_model(job: &Job, model: &str) -> Result<Bytes, GatewayError> {
-    if job.requested_model.as_deref() == Some(model) {
+/// The body with `model` replaced (and usage asked for), or the original bytes when nothing
+/// changes — the common case, which costs no copy.
+fn with_model(job: &Job, model: &str, ask_usage: bool) -> Result<Bytes, GatewayError> {
+    if job.requested_model.as_deref() == Some(model) && !ask_usage {
         return Ok(job.body.clone());
     }
-    let mut v = job
-        .parsed
-        .clone()
-        .ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
+    let mut v = match &job.parsed {
+        Some(v) => v.clone(),
+        None => serde_json::from_slice(&job.body)
+            .map_err(|e| GatewayError::bad_request(e.to_string()))?,
+    };
     if let Some(obj) = v.as_object_mut() {
         obj.insert("model".into(), Value::String(model.to_string()));
+        if ask_usage {
+            obj.insert(
+                "stream_options".into(),
+                serde_json::json!({"include_usage": true}),
+            );
+        }
     }
     serde_json::to_vec(&v)
         .map(Bytes::from)
@@ -213,19 +226,14 @@ enum Failure {
     },
 }
 
-/// An upstream answer whose header has arrived.
-struct Answer {
-    up: HttpSession,
-    header: ResponseHeader,
-    peer: Arc<PeerInfo>,
-    addr: SocketAddr,
-    translate: Translate,
-    stream: bool,
-    timeout: Duration,
-}
-
 /// Runs the job: tries candidates and peers in order, then relays the answer.
-pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut Ctx, job: Job) {
+pub async fn run(
+    state: &State,
+    rt: &Runtime,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    job: Job,
+) -> Outcome {
     let deadline = Instant::now() + rt.config.server.request_timeout;
     let failover = rt.config.routing.failover_enabled;
     let mut last_error: Option<String> = None;
@@ -235,7 +243,10 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
     'candidates: for (cand, client_key) in &job.candidates {
         let prepared = match prepare(&job, cand) {
             Ok(p) => p,
-            Err(e) => return send_error(session, ctx, &e).await,
+            Err(e) => {
+                send_error(session, ctx, &e).await;
+                return Outcome::default();
+            }
         };
         let Some(pool) = rt.pools.get(&cand.provider) else {
             continue;
@@ -282,19 +293,29 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
             ctx.peer = Some(peer.address.authority());
             ctx.key_source = Some(key.source());
             let timeout = provider_cfg.timeout.min(deadline - now);
+            let attempt_started = Instant::now();
+            ctx.attempt_started = Some(attempt_started);
             let attempt = send_attempt(state, &peer, addr, &prepared, &key, &job, timeout);
             let outcome = tokio::select! {
                 r = attempt => r,
                 _ = client_gone(session) => {
                     ctx.error = Some("client_disconnected");
                     ctx.status = 499;
-                    return;
+                    return Outcome::default();
                 }
             };
+            ctx.upstream_wait += attempt_started.elapsed();
+            ctx.header_at = Some(Instant::now());
             match outcome {
                 Ok((up, header)) => {
                     let status = header.status.as_u16();
                     let retryable = status == 429 || status >= 500;
+                    if retryable {
+                        peer.stats.passive.record_failure(Instant::now());
+                    } else {
+                        peer.stats.passive.record_success();
+                        peer.stats.ewma.observe(attempt_started.elapsed());
+                    }
                     let more_left = failover && ctx.attempts < MAX_ATTEMPTS;
                     if retryable && more_left {
                         let (message, retry_after) =
@@ -316,10 +337,10 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
                         peer,
                         addr,
                         translate: prepared.translate.clone(),
-                        stream: prepared.stream,
                         timeout: provider_cfg.timeout,
+                        keep: job.keep,
                     };
-                    return deliver(state, session, ctx, answer, deadline).await;
+                    return deliver::deliver(state, session, ctx, answer).await;
                 }
                 Err(Failure::Retryable {
                     message,
@@ -327,6 +348,11 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
                     timeout: t,
                 }) => {
                     log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) failed: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.address.authority(), message);
+                    peer.stats.passive.record_failure(Instant::now());
+                    if t {
+                        // A peer that hangs must not look fast to the `performance` strategy.
+                        peer.stats.ewma.observe(timeout);
+                    }
                     timed_out |= t;
                     last_error = Some(format!("{}: {message}", cand.provider.name()));
                     tried.push(addr);
@@ -347,7 +373,8 @@ pub async fn run(state: &State, rt: &Runtime, session: &mut Session, ctx: &mut C
             message: format!("All providers failed; last error: {message}"),
         }
     };
-    send_error(session, ctx, &err).await
+    send_error(session, ctx, &err).await;
+    Outcome::default()
 }
 
 /// Waits before the next attempt: exponential backoff with jitter, or the upstream's
@@ -362,10 +389,7 @@ async fn backoff(
     let wait = match retry_after {
         Some(ra) if ra > RETRY_AFTER_CAP => return false,
         Some(ra) => ra,
-        None => {
-            let base = Duration::from_millis(50u64 << n.min(5));
-            base + Duration::from_millis(fastrand::u64(0..=base.as_millis() as u64))
-        }
+        None => crate::strategy::backoff(n, &mut fastrand::Rng::new()),
     };
     if Instant::now() + wait >= deadline {
         return false;
@@ -377,7 +401,7 @@ async fn backoff(
 }
 
 /// Resolves when the client closed its connection (never while it is still there).
-async fn client_gone(session: &mut Session) {
+pub async fn client_gone(session: &mut Session) {
     loop {
         match session.read_body_or_idle(true).await {
             Err(_) => return,
@@ -520,7 +544,7 @@ async fn read_failure(
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64);
-    let body = read_all(&mut up, ERROR_BODY_LIMIT, timeout)
+    let body = deliver::read_all(&mut up, ERROR_BODY_LIMIT, timeout)
         .await
         .unwrap_or_default();
     (error_message(&body, provider), retry_after)
@@ -542,323 +566,6 @@ fn error_message(body: &[u8], _provider: ProviderKind) -> String {
     } else {
         text
     }
-}
-
-/// Reads a whole upstream body up to `limit` bytes.
-async fn read_all(up: &mut HttpSession, limit: usize, idle: Duration) -> Result<Bytes, String> {
-    let mut first: Option<Bytes> = None;
-    let mut buf: Option<BytesMut> = None;
-    loop {
-        let chunk = match tokio::time::timeout(idle, up.read_response_body()).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("no data within {} ms", idle.as_millis())),
-        };
-        let Some(chunk) = chunk else { break };
-        let have = first.as_ref().map_or(0, |b| b.len()) + buf.as_ref().map_or(0, |b| b.len());
-        if have + chunk.len() > limit {
-            return Err(format!("upstream body larger than {limit} bytes"));
-        }
-        match (&first, &mut buf) {
-            (None, _) => first = Some(chunk),
-            (Some(f), None) => {
-                let mut b = BytesMut::with_capacity(f.len() + chunk.len());
-                b.extend_from_slice(f);
-                b.extend_from_slice(&chunk);
-                buf = Some(b);
-            }
-            (Some(_), Some(b)) => b.extend_from_slice(&chunk),
-        }
-    }
-    Ok(buf.map(BytesMut::freeze).or(first).unwrap_or_default())
-}
-
-/// Headers of an upstream answer that must not be copied to the client.
-fn is_hop_or_private(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "transfer-encoding"
-            | "content-length"
-            | "proxy-connection"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "set-cookie"
-            | "x-request-id"
-            | "alt-svc"
-            | "server"
-            | "date"
-    )
-}
-
-/// Sends the answer to the client: raw, or translated from Gemini.
-async fn deliver(
-    state: &State,
-    session: &mut Session,
-    ctx: &mut Ctx,
-    mut a: Answer,
-    deadline: Instant,
-) {
-    let status = a.header.status.as_u16();
-    ctx.status = status;
-    let ok = (200..300).contains(&status);
-    let created = unix_now();
-    match a.translate.clone() {
-        Translate::None => relay_raw(state, session, ctx, a, deadline).await,
-        Translate::GeminiChat {
-            stream: true,
-            include_usage,
-        } if ok => {
-            let model = ctx.model.clone().unwrap_or_default();
-            let tctx = gemini::ResponseContext {
-                id: format!("chatcmpl-{}", ctx.request_id),
-                model,
-                created,
-            };
-            let translator = gemini::StreamTranslator::new(tctx, include_usage);
-            relay_translated_stream(state, session, ctx, a, translator, deadline).await;
-        }
-        translate @ (Translate::GeminiChat { .. } | Translate::GeminiEmbeddings(_)) => {
-            let body = match read_all(&mut a.up, TRANSLATE_BODY_LIMIT, a.timeout).await {
-                Ok(b) => b,
-                Err(e) => {
-                    let err = GatewayError::UpstreamFailed {
-                        message: format!("gemini: reading the answer failed: {e}"),
-                    };
-                    return send_error(session, ctx, &err).await;
-                }
-            };
-            release(state, a.up, &a.peer, a.addr).await;
-            let translated = if !ok {
-                Ok(Bytes::from(gemini::error_to_openai(status, &body)))
-            } else if let Translate::GeminiEmbeddings(ectx) = &translate {
-                gemini::embeddings_response_with(&body, ectx).map(|(b, u)| {
-                    ctx.usage = Some((u.prompt_tokens, u.completion_tokens));
-                    Bytes::from(b)
-                })
-            } else {
-                let model = ctx.model.clone().unwrap_or_default();
-                let tctx = gemini::ResponseContext {
-                    id: format!("chatcmpl-{}", ctx.request_id),
-                    model,
-                    created,
-                };
-                gemini::chat_response(&body, &tctx).map(|(b, u)| {
-                    ctx.usage = Some((u.prompt_tokens, u.completion_tokens));
-                    Bytes::from(b)
-                })
-            };
-            match translated {
-                Ok(body) => super::respond::send_json(session, ctx, status, body).await,
-                Err(e) => {
-                    let err = GatewayError::UpstreamFailed {
-                        message: format!("gemini answer could not be translated: {}", e.message),
-                    };
-                    send_error(session, ctx, &err).await
-                }
-            }
-        }
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-async fn release(state: &State, up: HttpSession, peer: &PeerInfo, addr: SocketAddr) {
-    let http_peer = peer.http_peer(addr, Duration::from_secs(1));
-    state
-        .connector
-        .release_http_session(up, &http_peer, Some(Duration::from_secs(60)))
-        .await;
-}
-
-/// What happened to the body relay.
-enum BodyEvent {
-    Chunk(Bytes),
-    End,
-    Failed(String),
-    ClientGone,
-}
-
-async fn next_body(
-    up: &mut HttpSession,
-    session: &mut Session,
-    idle: Duration,
-    deadline: Instant,
-) -> BodyEvent {
-    // The request deadline bounds waiting for the first bytes only: a stream that keeps
-    // flowing is bounded by the idle timeout between chunks, not cut.
-    let _ = deadline;
-    tokio::select! {
-        r = tokio::time::timeout(idle, up.read_response_body()) => match r {
-            Ok(Ok(Some(chunk))) => BodyEvent::Chunk(chunk),
-            Ok(Ok(None)) => BodyEvent::End,
-            Ok(Err(e)) => BodyEvent::Failed(e.to_string()),
-            Err(_) => BodyEvent::Failed(format!("no data from upstream for {} ms", idle.as_millis())),
-        },
-        _ = client_gone(session) => BodyEvent::ClientGone,
-    }
-}
-
-/// Relays the upstream answer unchanged, chunk by chunk.
-async fn relay_raw(
-    state: &State,
-    session: &mut Session,
-    ctx: &mut Ctx,
-    mut a: Answer,
-    deadline: Instant,
-) {
-    let mut resp = match ResponseHeader::build(a.header.status, Some(a.header.headers.len() + 6)) {
-        Ok(r) => r,
-        Err(_) => return,
-    };
-    for (name, value) in a.header.headers.iter() {
-        if !is_hop_or_private(name.as_str()) {
-            let _ = resp.append_header(name.clone(), value.clone());
-        }
-    }
-    let length = a.header.headers.get("content-length").cloned();
-    match length {
-        Some(len) => {
-            let _ = resp.insert_header("content-length", len);
-        }
-        None => {
-            let _ = resp.insert_header("transfer-encoding", "chunked");
-        }
-    }
-    common_headers(&mut resp, ctx);
-    if session
-        .write_response_header(Box::new(resp), false)
-        .await
-        .is_err()
-    {
-        ctx.error = Some("client_write_failed");
-        return;
-    }
-    loop {
-        match next_body(&mut a.up, session, a.timeout, deadline).await {
-            BodyEvent::Chunk(chunk) => {
-                if session
-                    .write_response_body(Some(chunk), false)
-                    .await
-                    .is_err()
-                {
-                    ctx.error = Some("client_write_failed");
-                    return;
-                }
-            }
-            BodyEvent::End => {
-                let _ = session.write_response_body(None, true).await;
-                release(state, a.up, &a.peer, a.addr).await;
-                return;
-            }
-            BodyEvent::Failed(e) => {
-                log::warn!(target: targets::UPSTREAM, "request {}: upstream body failed after the header was sent: {e}", ctx.request_id);
-                ctx.error = Some("upstream_body_failed");
-                if a.stream {
-                    // The error event, then a clean end: SDKs surface it as an API error.
-                    let event = sse_error_event(&format!("upstream stream failed: {e}"));
-                    let _ = session.write_response_body(Some(event), true).await;
-                }
-                // A non-stream body just stops short: the client sees it incomplete.
-                session.set_keepalive(None);
-                return;
-            }
-            BodyEvent::ClientGone => {
-                ctx.error = Some("client_disconnected");
-                return;
-            }
-        }
-    }
-}
-
-/// Relays a Gemini SSE stream translated to OpenAI chunks, event by event.
-async fn relay_translated_stream(
-    state: &State,
-    session: &mut Session,
-    ctx: &mut Ctx,
-    mut a: Answer,
-    mut translator: gemini::StreamTranslator,
-    deadline: Instant,
-) {
-    let Ok(mut resp) = ResponseHeader::build(a.header.status, Some(8)) else {
-        return;
-    };
-    let _ = resp.insert_header("content-type", "text/event-stream");
-    let _ = resp.insert_header("cache-control", "no-cache");
-    let _ = resp.insert_header("transfer-encoding", "chunked");
-    common_headers(&mut resp, ctx);
-    if session
-        .write_response_header(Box::new(resp), false)
-        .await
-        .is_err()
-    {
-        ctx.error = Some("client_write_failed");
-        return;
-    }
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        match next_body(&mut a.up, session, a.timeout, deadline).await {
-            BodyEvent::Chunk(chunk) => {
-                translator.push(&chunk, &mut out);
-                if !out.is_empty()
-                    && session
-                        .write_response_body(Some(Bytes::from(std::mem::take(&mut out))), false)
-                        .await
-                        .is_err()
-                {
-                    ctx.error = Some("client_write_failed");
-                    return;
-                }
-            }
-            BodyEvent::End => {
-                let complete = translator.finish(&mut out);
-                if let Some(u) = translator.usage() {
-                    ctx.usage = Some((u.prompt_tokens, u.completion_tokens));
-                }
-                let _ = session
-                    .write_response_body(Some(Bytes::from(std::mem::take(&mut out))), !complete)
-                    .await;
-                if complete {
-                    let _ = session.write_response_body(None, true).await;
-                    release(state, a.up, &a.peer, a.addr).await;
-                } else {
-                    ctx.error = Some("upstream_stream_incomplete");
-                    session.set_keepalive(None);
-                }
-                return;
-            }
-            BodyEvent::Failed(e) => {
-                ctx.error = Some("upstream_body_failed");
-                translator.fail(&format!("upstream stream failed: {e}"), &mut out);
-                let _ = session
-                    .write_response_body(Some(Bytes::from(std::mem::take(&mut out))), true)
-                    .await;
-                session.set_keepalive(None);
-                return;
-            }
-            BodyEvent::ClientGone => {
-                ctx.error = Some("client_disconnected");
-                return;
-            }
-        }
-    }
-}
-
-/// An OpenAI-style error event for a stream that cannot finish; never followed by `[DONE]`.
-pub fn sse_error_event(message: &str) -> Bytes {
-    let body = crate::error::openai_error_body(message, "api_error", None, Some("upstream_error"));
-    let mut out = BytesMut::with_capacity(body.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(&body);
-    out.extend_from_slice(b"\n\n");
-    out.freeze()
 }
 
 #[cfg(test)]

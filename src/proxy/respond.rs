@@ -19,6 +19,35 @@ pub fn common_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
     if ctx.attempts > 0 {
         let _ = resp.insert_header("x-gateway-attempts", ctx.attempts.to_string());
     }
+    if let Some(rate) = &ctx.rate {
+        let _ = resp.insert_header("x-ratelimit-limit-requests", rate.limit.to_string());
+        let _ = resp.insert_header("x-ratelimit-remaining-requests", rate.remaining.to_string());
+        let _ = resp.insert_header("x-ratelimit-reset-requests", rate.reset_header());
+    }
+    if let Some(origin) = &ctx.cors_origin {
+        let _ = resp.insert_header("access-control-allow-origin", origin.as_str());
+        let _ = resp.insert_header(
+            "access-control-expose-headers",
+            "x-request-id, x-gateway-provider, x-gateway-model, x-gateway-cache, x-gateway-attempts, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, retry-after, server-timing",
+        );
+        if ctx.cors_exact {
+            let _ = resp.insert_header("access-control-allow-credentials", "true");
+            let _ = resp.insert_header("vary", "Origin");
+        }
+    }
+    // Time spent in the gateway up to this header, without the time the upstream took, so
+    // users can check the overhead on their own traffic.
+    let total = ctx.start.elapsed();
+    let upstream = ctx.upstream_wait;
+    let gateway = total.saturating_sub(upstream);
+    let _ = resp.insert_header(
+        "server-timing",
+        format!(
+            "gateway;dur={:.3}, upstream;dur={:.3}",
+            gateway.as_secs_f64() * 1000.0,
+            upstream.as_secs_f64() * 1000.0
+        ),
+    );
 }
 
 /// Writes a complete answer with a known body.
@@ -129,4 +158,53 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
         Some(buf) => buf.freeze(),
         None => first.unwrap_or_default(),
     })
+}
+
+/// Gzip for SSE that flushes after every event: Pingora's compression module would hold
+/// events back until its buffer fills, which breaks streaming, so streams bypass it.
+pub struct StreamGzip(flate2::write::GzEncoder<Vec<u8>>);
+
+impl StreamGzip {
+    /// Turns the compression module off for this answer and, when the client accepts gzip,
+    /// returns an encoder (the caller then sends `content-encoding: gzip`).
+    pub fn for_stream(session: &mut Session) -> Option<Self> {
+        if let Some(c) = session
+            .downstream_modules_ctx
+            .get_mut::<pingora::modules::http::compression::ResponseCompression>()
+        {
+            c.adjust_level(0);
+        }
+        let accepts = session
+            .req_header()
+            .headers
+            .get_all("accept-encoding")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|e| {
+                let mut parts = e.split(';');
+                let name = parts.next().unwrap_or("").trim();
+                let refused = parts.any(|p| p.trim().replace(' ', "") == "q=0");
+                name.eq_ignore_ascii_case("gzip") && !refused
+            });
+        accepts.then(|| {
+            StreamGzip(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::fast(),
+            ))
+        })
+    }
+
+    /// Compresses one event and flushes it so the client can decode it now.
+    pub fn encode(&mut self, data: &[u8]) -> Bytes {
+        use std::io::Write;
+        let _ = self.0.write_all(data);
+        let _ = self.0.flush();
+        Bytes::from(std::mem::take(self.0.get_mut()))
+    }
+
+    /// The gzip trailer.
+    pub fn finish(self) -> Bytes {
+        Bytes::from(self.0.finish().unwrap_or_default())
+    }
 }
