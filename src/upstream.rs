@@ -11,6 +11,8 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::tls::CaType;
+use pingora::utils::tls::WrappedX509;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,7 +110,8 @@ pub struct PeerInfo {
     pub address: PeerAddress,
     pub api_key: Option<Secret>,
     pub weight: usize,
-    pub ca_file: Option<std::path::PathBuf>,
+    /// Trusted roots for this peer when the provider has a `ca_file`: the system's plus it.
+    pub ca: Option<Arc<CaType>>,
     pub stats: PeerStats,
 }
 
@@ -118,6 +121,11 @@ impl PeerInfo {
         let mut peer = HttpPeer::new(addr, self.address.tls, self.address.host.clone());
         peer.options.connection_timeout = Some(timeout.min(Duration::from_secs(10)));
         peer.options.idle_timeout = Some(Duration::from_secs(90));
+        if self.address.tls {
+            // HTTP/2 where the upstream offers it, else HTTP/1.1.
+            peer.options.set_http_version(2, 1);
+            peer.options.ca = self.ca.clone();
+        }
         peer
     }
 }
@@ -135,6 +143,16 @@ impl ProviderPool {
     pub fn new(kind: ProviderKind, config: &Config) -> Option<Self> {
         let provider = config.provider(kind)?;
         let mut peers = Vec::new();
+        let ca = match &provider.ca_file {
+            Some(path) => match load_roots(path) {
+                Ok(ca) => Some(ca),
+                Err(e) => {
+                    log::error!(target: "gateway:upstream", "providers.{}.ca_file: {e}", kind.name());
+                    None
+                }
+            },
+            None => None,
+        };
         let mut add = |base_url: &str, key: &Option<Secret>, weight: usize| {
             if let Ok(address) = PeerAddress::parse(base_url) {
                 peers.push(Arc::new(PeerInfo {
@@ -143,7 +161,7 @@ impl ProviderPool {
                     address,
                     api_key: key.clone(),
                     weight: weight.max(1),
-                    ca_file: provider.ca_file.clone(),
+                    ca: ca.clone(),
                     stats: PeerStats::default(),
                 }));
             }
@@ -235,6 +253,52 @@ impl ProviderPool {
             })
             .collect()
     }
+}
+
+/// The certificates of a PEM file, each checked to be a parsable X.509 certificate.
+pub fn pem_certificates(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line == "-----BEGIN CERTIFICATE-----" {
+            current = Some(String::new());
+        } else if line == "-----END CERTIFICATE-----" {
+            let b64 = current.take().unwrap_or_default();
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| {
+                    format!("{}: a certificate is not valid base64: {e}", path.display())
+                })?;
+            x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| format!("{}: a certificate does not parse: {e}", path.display()))?;
+            out.push(der);
+        } else if let Some(buf) = current.as_mut() {
+            buf.push_str(line);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(out)
+}
+
+/// System roots plus the certificates of `path`: Pingora uses a per-peer CA list instead of
+/// the system store, and an extra CA must not make public upstreams untrusted.
+fn load_roots(path: &std::path::Path) -> Result<Arc<CaType>, String> {
+    let mut ders = pem_certificates(path)?;
+    if let Ok(system) = pingora::tls::load_native_certs() {
+        ders.extend(system.into_iter().map(|c| c.as_ref().to_vec()));
+    }
+    let certs: Vec<WrappedX509> = ders
+        .into_iter()
+        .filter(|der| x509_parser::parse_x509_certificate(der).is_ok())
+        .map(|der| WrappedX509::new(der, pingora::utils::tls::parse_x509))
+        .collect();
+    Ok(Arc::from(certs))
 }
 
 fn same_peer(b: &Backend, p: &Arc<PeerInfo>) -> bool {

@@ -829,6 +829,11 @@ fn validate(c: &Config, p: &mut Problems) {
                 p.error(&format!("{path}.endpoints[{i}].base_url"), e);
             }
         }
+        if let Some(ca) = &provider.ca_file {
+            if let Err(e) = crate::upstream::pem_certificates(ca) {
+                p.error(&format!("{path}.ca_file"), e);
+            }
+        }
         if provider.timeout.is_zero() {
             p.error(&format!("{path}.timeout"), "must be greater than 0");
         }

@@ -104,7 +104,7 @@ providers:
     endpoints:
       - { base_url: "https://eu.example/v1", api_key: "${OPENAI_KEY_2}", weight: 2 }
     models: [gpt-4o-mini, gpt-4o]
-    ca_file: /path/ca.pem
+    ca_file: "${CA}"
   gemini:
     enabled: false
 routing:
@@ -439,5 +439,15 @@ fn a_bad_base_url_is_named() {
     assert_eq!(
         e,
         vec!["providers.openai.base_url: expected an http:// or https:// URL, got \"ftp://x\""]
+    );
+}
+
+#[test]
+fn an_unreadable_ca_file_is_named() {
+    let e = errors("providers:\n  openai:\n    ca_file: /nonexistent/ca.pem\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("providers.openai.ca_file: cannot read /nonexistent/ca.pem"),
+        "{e:?}"
     );
 }

@@ -316,8 +316,7 @@ pub async fn run(
                         peer.stats.passive.record_success();
                         peer.stats.ewma.observe(attempt_started.elapsed());
                     }
-                    let more_left = failover && ctx.attempts < MAX_ATTEMPTS;
-                    if retryable && more_left {
+                    if retryable {
                         let (message, retry_after) =
                             read_failure(up, &header, cand.provider, timeout).await;
                         log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) got {status}: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.address.authority(), message);
@@ -326,6 +325,10 @@ pub async fn run(
                             cand.provider.name()
                         ));
                         tried.push(addr);
+                        let more_left = failover && ctx.attempts < MAX_ATTEMPTS;
+                        if !more_left {
+                            break 'candidates;
+                        }
                         if !backoff(n, retry_after, deadline, session).await {
                             continue 'candidates;
                         }

@@ -179,6 +179,8 @@ def provider_config(mock_url, openai_key="gw-openai-key", gemini_key="gw-gemini-
         },
         "routing": {"strategy": "round_robin", "health_check_interval_ms": 500},
         "logging": {"level": "info", "format": "json"},
+        # Off unless a test is about the cache: identical test requests would hit it.
+        "cache": {"enabled": False},
     }
     if openai_key:
         cfg["providers"]["openai"]["api_key"] = openai_key
@@ -236,3 +238,44 @@ def gw_gateway_mode(mock, start_gateway):
     cfg = provider_config(mock.url)
     cfg["auth"] = {"mode": "gateway"}
     return start_gateway(cfg)
+
+
+class RedisServer:
+    """A real redis-server on a free port, owned by the test."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}"
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.cli("PING").strip() == "PONG":
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def cli(self, *args):
+        r = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, timeout=5)
+        return r.stdout
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def start_redis():
+    started = []
+
+    def start(port=None):
+        r = RedisServer(port)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()
