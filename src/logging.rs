@@ -93,7 +93,14 @@ pub fn init(c: &LoggingConfig) -> std::io::Result<()> {
         });
         let _ = log::set_logger(logger);
     }
-    log::set_max_level(log::LevelFilter::Debug);
+    // The cheapest filter is the global one: records above it are never built, which keeps
+    // Pingora's own debug! calls off the request path unless debug was asked for.
+    let max = if c.debug.is_empty() {
+        level_filter(c.level)
+    } else {
+        log::LevelFilter::Debug
+    };
+    log::set_max_level(max);
     Ok(())
 }
 

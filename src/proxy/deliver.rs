@@ -367,6 +367,50 @@ async fn relay(
         }
     }
     common_headers(&mut resp, ctx);
+    // A small, non-streamed answer (the common case) is read whole first: one write to the
+    // client, no per-chunk bookkeeping, and kept for usage and the cache without a copy.
+    let small = a
+        .header
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n <= 1024 * 1024);
+    if let (Some(len), false, None) = (small, sse, &scan) {
+        let body = match read_all(&mut a.up, len, a.timeout).await {
+            Ok(b) => b,
+            Err(e) => {
+                let err = GatewayError::UpstreamFailed {
+                    message: format!("reading the upstream answer failed: {e}"),
+                };
+                send_error(session, ctx, &err).await;
+                return Outcome::default();
+            }
+        };
+        ctx.first_byte = Some(Instant::now());
+        ctx.upstream_done = ctx.first_byte;
+        release(state, a.up, &a.peer, a.addr).await;
+        if session
+            .write_response_header(Box::new(resp), body.is_empty())
+            .await
+            .is_err()
+        {
+            ctx.error = Some("client_write_failed");
+            return Outcome::default();
+        }
+        if !body.is_empty()
+            && session
+                .write_response_body(Some(body.clone()), true)
+                .await
+                .is_err()
+        {
+            ctx.error = Some("client_write_failed");
+            return Outcome::default();
+        }
+        return Outcome {
+            complete: a.keep.then_some(body),
+        };
+    }
     if session
         .write_response_header(Box::new(resp), false)
         .await

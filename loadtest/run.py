@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""Side-by-side load test, no k6 needed: in ONE run it starts the bundled mock provider, the
+gateway and a plain Pingora passthrough proxy (examples/passthrough.rs, same Pingora version),
+pins them to CPUs (proxies on CPU 0, mock and load generator on CPU 1), and measures each
+scenario against a direct call to the mock and against the passthrough. Load comes from wrk
+(Debian's `wrk` package); streaming latency and concurrent streams from small Python clients.
+
+    python3 loadtest/run.py                 # full run (~3 min + soak), writes loadtest/RESULTS.md
+    python3 loadtest/run.py --quick         # shorter runs, for a smoke check
+
+Everything targets 127.0.0.1 and stops by itself.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASE = ROOT / "target" / "release"
+PROXY_CPU, LOAD_CPU = "0", "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(cpu, cmd):
+    return (["taskset", "-c", cpu] if shutil.which("taskset") and os.cpu_count() > 1 else []) + cmd
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def rss_kb(pid, field="VmRSS"):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Proc:
+    def __init__(self, cmd, cpu, env=None):
+        self.p = subprocess.Popen(pinned(cpu, cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+
+def wrk(url, body, duration, connections, headers=()):
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    hdrs = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers)
+    script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\nwrk.headers["Content-Type"] = "application/json"\n{hdrs}')
+    script.close()
+    out = subprocess.run(pinned(LOAD_CPU, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url]),
+                         capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {}
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        lat[pct] = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)] if m else float("nan")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {"rps": rps, "p50": lat["50"], "p90": lat["90"], "p99": lat["99"],
+            "non2xx": int(non2xx.group(1)) if non2xx else 0, "errors": errors.group(0) if errors else ""}
+
+
+def ttfb_samples(port, body, n):
+    """Time to the first SSE event, sequential requests on one kept-alive connection (ms)."""
+    data = json.dumps(body).encode()
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data)) + data
+    out = []
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        s.sendall(req)
+        buf, first = b"", None
+        while b"data: [DONE]" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise SystemExit("stream closed early")
+            if first is None and b"data: " in buf + chunk:
+                first = time.perf_counter()
+            buf += chunk
+        # Consume the terminating zero-size chunk of the chunked encoding.
+        while not buf.endswith(b"0\r\n\r\n"):
+            buf += s.recv(65536)
+        out.append((first - t0) * 1000)
+    s.close()
+    return out
+
+
+def concurrent_streams(port, n, body):
+    """Opens n streaming requests at once and counts those that end with [DONE]."""
+    import asyncio
+
+    data = json.dumps(body).encode()
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(data)) + data
+
+    async def one():
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(req)
+            await w.drain()
+            buf = b""
+            while True:
+                chunk = await asyncio.wait_for(r.read(65536), 30)
+                if not chunk:
+                    break
+                buf += chunk
+            w.close()
+            return b"data: [DONE]" in buf
+        except Exception:
+            return False
+
+    async def main():
+        return await asyncio.gather(*[one() for _ in range(n)])
+
+    return sum(asyncio.run(main()))
+
+
+def gateway_config(mock_port, cache):
+    return f"""
+server: {{ host: 127.0.0.1, max_concurrent_requests: 4096 }}
+auth: {{ mode: gateway }}
+providers:
+  openai: {{ api_key: load-test-key, base_url: "http://127.0.0.1:{mock_port}/v1", timeout: 30000 }}
+  gemini: {{ api_key: load-test-key, base_url: "http://127.0.0.1:{mock_port}/v1beta", timeout: 30000 }}
+routing: {{ strategy: round_robin }}
+cache: {{ enabled: {str(cache).lower()}, max_size: 1000, ttl: 3600 }}
+security: {{ rate_limiting_enabled: false }}
+logging: {{ level: warn }}
+"""
+
+
+def start_gateway(mock_port, cache, tmp):
+    port = free_port()
+    cfg = Path(tmp) / f"gw-{cache}.yaml"
+    cfg.write_text(gateway_config(mock_port, cache))
+    g = Proc([str(RELEASE / "llm-gateway"), "--config", str(cfg), "--port", str(port)], PROXY_CPU)
+    wait_port(port)
+    time.sleep(0.5)
+    return g, port
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk scenario")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--soak", type=int, default=600, help="seconds of soak (RSS at start, middle, end)")
+    ap.add_argument("--streams", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="3 s scenarios, 30 s soak, 200 streams")
+    ap.add_argument("--skip-build", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.duration, args.soak, args.streams = 3, 30, 200
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    if not args.skip_build:
+        subprocess.run(["cargo", "build", "--release", "--bins", "--example", "passthrough"], cwd=ROOT, check=True)
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    except (ValueError, OSError):
+        pass
+
+    tmp = tempfile.mkdtemp(prefix="loadtest-")
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the load test."}]}
+    gem = {**chat, "model": "gemini-2.0-flash"}
+    stream20 = {**chat, "stream": True}
+    rows, notes = [], []
+    mock_port = free_port()
+    mock = Proc([str(RELEASE / "mock-provider"), "--port", str(mock_port)], LOAD_CPU)
+    wait_port(mock_port)
+    pt_port = free_port()
+    passthrough = Proc([str(RELEASE / "examples" / "passthrough"), f"127.0.0.1:{pt_port}", f"127.0.0.1:{mock_port}"], PROXY_CPU)
+    wait_port(pt_port)
+    gw, gw_port = start_gateway(mock_port, cache=False, tmp=tmp)
+    idle_rss = rss_kb(gw.p.pid)
+    d, c = args.duration, args.connections
+    try:
+        direct = wrk(f"http://127.0.0.1:{mock_port}/v1/chat/completions", chat, d, c)
+        rows.append(("direct call to the mock", direct))
+        pt = wrk(f"http://127.0.0.1:{pt_port}/v1/chat/completions", chat, d, c)
+        rows.append(("plain Pingora passthrough", pt))
+        oa = wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", chat, d, c)
+        rows.append(("gateway, OpenAI route", oa))
+        gm = wrk(f"http://127.0.0.1:{gw_port}/v1/chat/completions", gem, d, c)
+        rows.append(("gateway, Gemini-translated route", gm))
+        gw_rss_peak = rss_kb(gw.p.pid, "VmHWM")
+
+        # Streaming: 20-chunk answers, time to first event, sequential (no queueing).
+        subprocess.run(["curl", "-s", "-X", "POST", f"http://127.0.0.1:{mock_port}/_mock/config", "-d", '{"chunks":20}'], capture_output=True)
+        ttfb_direct = ttfb_samples(mock_port, stream20, 300)
+        ttfb_gw = ttfb_samples(gw_port, stream20, 300)
+        ttfb_pt = ttfb_samples(pt_port, stream20, 300)
+
+        # Concurrent open streams on one core: each stream lasts ~1 s.
+        subprocess.run(["curl", "-s", "-X", "POST", f"http://127.0.0.1:{mock_port}/_mock/config", "-d", '{"chunks":20,"chunk_delay_ms":50}'], capture_output=True)
+        ok_streams = concurrent_streams(gw_port, args.streams, stream20)
+        stream_rss = rss_kb(gw.p.pid, "VmHWM")
+        subprocess.run(["curl", "-s", "-X", "POST", f"http://127.0.0.1:{mock_port}/_mock/reset"], capture_output=True)
+    finally:
+        gw.stop()
+
+    cg, cg_port = start_gateway(mock_port, cache=True, tmp=tmp)
+    try:
+        cache_idle = rss_kb(cg.p.pid)
+        import urllib.request
+        for i in range(1000):  # fill the cache: 1,000 distinct entries
+            body = json.dumps({**chat, "messages": [{"role": "user", "content": f"entry {i} " + "x" * 200}]}).encode()
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{cg_port}/v1/chat/completions", data=body, headers={"content-type": "application/json"})).read()
+        hit = wrk(f"http://127.0.0.1:{cg_port}/v1/chat/completions", chat, d, c)
+        rows.append(("gateway, cache hit", hit))
+        wrk(f"http://127.0.0.1:{cg_port}/v1/chat/completions", chat, max(2, d // 2), 256)
+        rss_256 = rss_kb(cg.p.pid, "VmHWM")
+        # Soak: cache hits and misses mixed, RSS sampled at start, middle and end.
+        soak = []
+        third = max(1, args.soak // 3)
+        for _ in range(3):
+            soak.append(rss_kb(cg.p.pid))
+            wrk(f"http://127.0.0.1:{cg_port}/v1/chat/completions", chat, third, 64)
+        soak.append(rss_kb(cg.p.pid))
+    finally:
+        cg.stop()
+        passthrough.stop()
+        mock.stop()
+
+    p50 = lambda xs: statistics.median(xs)
+    lines = []
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
+    lines.append("# Load test results\n")
+    lines.append(f"Machine: {os.cpu_count()} vCPU ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, Linux {platform.release()}.  ")
+    lines.append(f"Command: `python3 loadtest/run.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}; wrk -t1 -c{c} -d{d}s, proxies pinned to CPU {PROXY_CPU}, mock and wrk to CPU {LOAD_CPU}, release build.\n")
+    lines.append("| scenario | req/s | p50 ms | p90 ms | p99 ms | added p99 vs direct ms | vs passthrough | non-2xx |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['p99'] - direct['p99']:.2f} | {r['rps'] / pt['rps']:.0%} | {r['non2xx']} |")
+    lines.append("")
+    lines.append("| measure | value | compared with |")
+    lines.append("|---|---|---|")
+    lines.append(f"| OpenAI route throughput | {oa['rps'] / pt['rps']:.0%} of passthrough | target ≥ 85% |")
+    lines.append(f"| OpenAI route p99 added vs direct | {oa['p99'] - direct['p99']:.2f} ms | target ≤ 1 ms |")
+    lines.append(f"| Gemini route throughput | {gm['rps'] / pt['rps']:.0%} of passthrough (same request) | target ≥ 70% |")
+    lines.append(f"| cache hit throughput | {hit['rps'] / oa['rps']:.2f}× the OpenAI-route miss | target ≥ 1.5× |")
+    lines.append(f"| streaming TTFB p50 (20 chunks) | direct {p50(ttfb_direct):.3f} ms, passthrough {p50(ttfb_pt):.3f} ms, gateway {p50(ttfb_gw):.3f} ms: added {p50(ttfb_gw) - p50(ttfb_direct):.3f} ms | target ≤ 0.5 ms |")
+    lines.append(f"| concurrent streams | {ok_streams}/{args.streams} completed with [DONE] on one core | target 1,000 without errors |")
+    lines.append(f"| RSS idle | {idle_rss / 1024:.1f} MB (cache-enabled instance: {cache_idle / 1024:.1f} MB) | target ≤ 20 MB |")
+    lines.append(f"| RSS peak, 32 conns | {gw_rss_peak / 1024:.1f} MB | |")
+    lines.append(f"| RSS peak, {args.streams} streams | {stream_rss / 1024:.1f} MB | |")
+    lines.append(f"| RSS peak, 256 conns, 1,000-entry cache | {rss_256 / 1024:.1f} MB | target ≤ 64 MB |")
+    lines.append(f"| soak {args.soak} s (RSS start / ⅓ / ⅔ / end) | {' / '.join(f'{x / 1024:.1f}' for x in soak)} MB | flat |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (ROOT / "loadtest" / "RESULTS.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
