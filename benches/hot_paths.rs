@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-request hot paths: OpenAI→Gemini request translation, Gemini
-//! answer and SSE stream translation (reported as MB/s), SSE parsing, and access-key hashing.
+//! answer and SSE stream translation (reported as MB/s), SSE parsing, cache keys and replay,
+//! and access-key hashing.
 //!
 //! `cargo bench` runs them; the test command only compiles them (`cargo bench --no-run`).
 
@@ -92,6 +93,34 @@ fn hashing(c: &mut Criterion) {
     let key = b"sk-proj-0123456789abcdef0123456789abcdef0123456789abcdef";
     c.bench_function("access key sha256", |b| {
         b.iter(|| llm_gateway::auth::sha256(black_box(key)))
+    });
+    let basic = parse(CHAT_BASIC);
+    let tools = parse(CHAT_TOOLS);
+    c.bench_function("cache key (basic chat)", |b| {
+        b.iter(|| {
+            llm_gateway::cache::cache_key(
+                "chat_completions",
+                "openai",
+                "gpt-4o-mini",
+                "key:team-a",
+                black_box(&basic),
+            )
+        })
+    });
+    c.bench_function("cache key (tools chat)", |b| {
+        b.iter(|| {
+            llm_gateway::cache::cache_key(
+                "chat_completions",
+                "gemini",
+                "gemini-2.5-pro",
+                "key:team-a",
+                black_box(&tools),
+            )
+        })
+    });
+    let completion = include_bytes!("../tests/fixtures/gemini/response_text.openai.json");
+    c.bench_function("cache hit replayed as SSE", |b| {
+        b.iter(|| llm_gateway::cache::completion_to_sse(black_box(completion), true))
     });
 }
 
