@@ -107,6 +107,24 @@ pub async fn read_all(up: &mut HttpSession, limit: usize, idle: Duration) -> Res
     Ok(buf.map(BytesMut::freeze).or(first).unwrap_or_default())
 }
 
+/// Reads a whole answer (up to `limit` bytes) and returns the connection to the pool.
+async fn take_whole(
+    state: &State,
+    ctx: &mut Ctx,
+    mut a: Answer,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let body =
+        read_all(&mut a.up, limit, a.timeout)
+            .await
+            .map_err(|e| GatewayError::UpstreamFailed {
+                message: format!("{}: reading the answer failed: {e}", a.peer.provider.name()),
+            })?;
+    ctx.upstream_done = Some(Instant::now());
+    release(state, a.up, &a.peer, a.addr).await;
+    Ok(body)
+}
+
 /// Headers of an upstream answer that must not be copied to the client.
 fn is_hop_or_private(name: &str) -> bool {
     matches!(
@@ -190,18 +208,14 @@ pub async fn deliver(
             relay_gemini_stream(state, session, ctx, a, translator).await
         }
         translate @ (Translate::GeminiChat { .. } | Translate::GeminiEmbeddings(_)) => {
-            let body = match read_all(&mut a.up, WHOLE_BODY_LIMIT, a.timeout).await {
+            let keep = a.keep;
+            let body = match take_whole(state, ctx, a, WHOLE_BODY_LIMIT).await {
                 Ok(b) => b,
-                Err(e) => {
-                    let err = GatewayError::UpstreamFailed {
-                        message: format!("gemini: reading the answer failed: {e}"),
-                    };
+                Err(err) => {
                     send_error(session, ctx, &err).await;
                     return Outcome::default();
                 }
             };
-            ctx.upstream_done = Some(Instant::now());
-            release(state, a.up, &a.peer, a.addr).await;
             let translated = if !ok {
                 Ok(Bytes::from(gemini::error_to_openai(status, &body)))
             } else if let Translate::GeminiEmbeddings(ectx) = &translate {
@@ -219,7 +233,7 @@ pub async fn deliver(
                 Ok(body) => {
                     send_json(session, ctx, status, body.clone()).await;
                     Outcome {
-                        complete: (ok && a.keep).then_some(body),
+                        complete: (ok && keep).then_some(body),
                     }
                 }
                 Err(e) => {
@@ -377,19 +391,15 @@ async fn relay(
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n <= 1024 * 1024);
     if let (Some(len), false, None) = (small, sse, &scan) {
-        let body = match read_all(&mut a.up, len, a.timeout).await {
+        let keep = a.keep;
+        let body = match take_whole(state, ctx, a, len).await {
             Ok(b) => b,
-            Err(e) => {
-                let err = GatewayError::UpstreamFailed {
-                    message: format!("reading the upstream answer failed: {e}"),
-                };
+            Err(err) => {
                 send_error(session, ctx, &err).await;
                 return Outcome::default();
             }
         };
-        ctx.first_byte = Some(Instant::now());
-        ctx.upstream_done = ctx.first_byte;
-        release(state, a.up, &a.peer, a.addr).await;
+        ctx.first_byte = ctx.upstream_done;
         if session
             .write_response_header(Box::new(resp), body.is_empty())
             .await
@@ -408,7 +418,7 @@ async fn relay(
             return Outcome::default();
         }
         return Outcome {
-            complete: a.keep.then_some(body),
+            complete: keep.then_some(body),
         };
     }
     if session

@@ -20,6 +20,7 @@ def secret_config(mock):
     cfg = provider_config(mock.url, openai_key=FILE_SECRETS[0], gemini_key=None)
     cfg["providers"]["openai"]["endpoints"] = [{"base_url": f"{mock.url}/v1", "api_key": FILE_SECRETS[2]}]
     cfg["auth"] = {"mode": "hybrid", "keys": [{"id": "team", "key": FILE_SECRETS[1]}]}
+    cfg["cache"] = {"enabled": True}
     return cfg
 
 
@@ -55,9 +56,11 @@ def test_config_check_and_logs_never_show_a_secret(mock, start_gateway, tmp_path
     assert_no_secret(r.text)
     # A full scenario: a good request with a prompt, a client key, a bad access key, an upstream error.
     assert g.chat(content=PROMPT, headers={"Authorization": "Bearer client-SECRET-key"}).status_code == 200
+    hit = g.chat(content=PROMPT, headers={"Authorization": "Bearer client-SECRET-key"})
+    assert hit.headers["x-gateway-cache"] == "HIT"
     assert g.chat(content=PROMPT, headers={"X-API-Key": "client-SECRET-key"}).status_code == 401
     mock.faults({"status": 500, "count": -1})
-    assert g.chat(content=PROMPT).status_code == 502
+    assert g.chat(content=PROMPT + " uncached").status_code == 502
     g.stop()
     assert_no_secret(g.logs())
     check = subprocess.run([str(GATEWAY_BIN), "--check", "--config", str(g.config_path)], env={**g.env}, capture_output=True, text=True)
