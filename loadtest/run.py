@@ -280,7 +280,8 @@ def main():
     lines.append(f"| soak {args.soak} s (RSS start / ⅓ / ⅔ / end) | {' / '.join(f'{x / 1024:.1f}' for x in soak)} MB | flat |")
     text = "\n".join(lines) + "\n"
     print(text)
-    (ROOT / "loadtest" / "RESULTS.md").write_text(text)
+    # A quick smoke run never replaces the published full-run results.
+    (ROOT / "loadtest" / ("RESULTS-quick.md" if args.quick else "RESULTS.md")).write_text(text)
 
 
 if __name__ == "__main__":

@@ -74,8 +74,28 @@ struct UsageFields {
 
 /// Reads `usage` from an OpenAI answer or chunk.
 fn usage_of(json: &[u8]) -> Option<(u64, u64)> {
-    let u: UsageOnly = serde_json::from_slice(json).ok()?;
-    u.usage.map(|u| (u.prompt_tokens, u.completion_tokens))
+    usage_at_end(json).or_else(|| {
+        let u: UsageOnly = serde_json::from_slice(json).ok()?;
+        u.usage.map(|u| (u.prompt_tokens, u.completion_tokens))
+    })
+}
+
+/// Parses only the value of the last top-level-looking `"usage":` key (OpenAI writes it after
+/// the choices), so a large answer is not parsed twice just to count its tokens.
+fn usage_at_end(json: &[u8]) -> Option<(u64, u64)> {
+    const KEY: &[u8] = b"\"usage\"";
+    let pos = json.windows(KEY.len()).rposition(|w| w == KEY)?;
+    if pos > 0 && json[pos - 1] == b'\\' {
+        return None;
+    }
+    let rest = &json[pos + KEY.len()..];
+    let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    if rest[colon] != b':' {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_slice(&rest[colon + 1..]);
+    let fields = <UsageFields as Deserialize>::deserialize(&mut de).ok()?;
+    Some((fields.prompt_tokens, fields.completion_tokens))
 }
 
 /// Reads a whole upstream body up to `limit` bytes.
@@ -621,6 +641,9 @@ mod tests {
         let chunk = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
         assert_eq!(chunk_usage(chunk), Some((3, 4)));
         assert!(is_usage_only(chunk));
+        let whole = br#"{"id":"x","choices":[{"message":{"content":"the \"usage\": trick"}}],"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11},"system_fingerprint":"fp"}"#;
+        assert_eq!(usage_of(whole), Some((5, 6)));
+        assert_eq!(usage_at_end(whole), Some((5, 6)));
         let content = br#"{"id":"x","choices":[{"index":0,"delta":{"content":"hi"}}]}"#;
         assert_eq!(chunk_usage(content), None);
         assert!(!is_usage_only(content));

@@ -489,14 +489,24 @@ async fn send_attempt(
         // A pooled connection may have been closed by the upstream while idle: retry such a
         // failure on another connection before counting it against the peer.
         let mut last = String::new();
+        let mut req = Some(req);
         for _ in 0..3 {
             let (mut up, reused) = state
                 .connector
                 .get_http_session(&http_peer)
                 .await
                 .map_err(|e| (format!("connect to {addr} failed: {e}"), false))?;
+            // Only a reused connection can fail in a way that is retried here: a fresh one
+            // takes the header itself, without a copy.
+            let header = match (&req, reused) {
+                (Some(r), true) => r.clone(),
+                _ => match req.take() {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
             let sent = async {
-                up.write_request_header(Box::new(req.clone())).await?;
+                up.write_request_header(Box::new(header)).await?;
                 if !prepared.body.is_empty() {
                     up.write_request_body(prepared.body.clone(), true).await?;
                 }
