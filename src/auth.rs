@@ -44,6 +44,11 @@ pub fn check_access<'a>(
             Ok(Caller::Anonymous)
         };
     };
+    // With no gateway keys configured the header means nothing here (another tool's key,
+    // say): it is ignored rather than refused.
+    if auth.keys.is_empty() && !auth.require_auth_header {
+        return Ok(Caller::Anonymous);
+    }
     let digest = sha256(presented);
     let mut found: Option<&AccessKey> = None;
     for key in &auth.keys {
@@ -200,6 +205,15 @@ mod tests {
             check_access(&a, Some(b"nope")),
             Err(AccessDenied::Invalid { .. })
         ));
+        let mut none = auth(AuthMode::Hybrid, false);
+        none.keys.clear();
+        assert!(
+            matches!(
+                check_access(&none, Some(b"anything")),
+                Ok(Caller::Anonymous)
+            ),
+            "no keys configured: the header is ignored"
+        );
         let open = auth(AuthMode::Hybrid, false);
         assert!(matches!(check_access(&open, None), Ok(Caller::Anonymous)));
         assert!(
