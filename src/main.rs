@@ -1,4 +1,5 @@
 //! Wiring only: parse arguments, load the config, run the server.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use llm_gateway::cli::{self, Command};
 use llm_gateway::config::{Config, ENV_VARS};

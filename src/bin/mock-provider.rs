@@ -8,6 +8,7 @@
 //! Control API (never recorded, never delayed):
 //! `GET /health`, `GET|DELETE /_mock/requests`, `GET /_mock/stats`, `POST /_mock/reset`,
 //! `GET|POST /_mock/config`, `GET|POST|DELETE /_mock/faults`, `POST /_mock/release`.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
