@@ -1123,18 +1123,7 @@ mod tests {
                 output: 0.40
             })
         );
-        for m in [
-            "gpt-4o",
-            "gpt-4o-mini",
-            "gpt-4.1",
-            "gpt-4.1-mini",
-            "gpt-4.1-nano",
-            "o3",
-            "o3-mini",
-            "o4-mini",
-            "text-embedding-3-small",
-            "text-embedding-3-large",
-        ] {
+        for m in crate::routing::OPENAI_MODELS.iter().copied() {
             assert!(p("openai", m).is_some(), "openai/{m} priced");
             assert!(p("gemini", m).is_none(), "openai/{m} is not a gemini model");
         }

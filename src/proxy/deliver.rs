@@ -492,13 +492,9 @@ async fn relay(
                 ctx.error = Some("upstream_body_failed");
                 if is_stream {
                     // The error event, then a clean end: SDKs surface it as an API error.
-                    let mut event = sse_error_event(&format!("upstream stream failed: {e}"));
-                    if let Some(mut gz) = gz.take() {
-                        let mut all = BytesMut::from(&gz.encode(&event)[..]);
-                        all.extend_from_slice(&gz.finish());
-                        event = all.freeze();
-                    }
-                    let _ = session.write_response_body(Some(event), true).await;
+                    let event = sse_error_event(&format!("upstream stream failed: {e}"));
+                    let last = finish(gz.take(), event.to_vec());
+                    let _ = session.write_response_body(Some(last), true).await;
                 }
                 // A non-stream body just stops short: the client sees it incomplete.
                 session.set_keepalive(None);

@@ -47,15 +47,20 @@ def serve_page(html):
     return server
 
 
+def visit_from_another_origin(g):
+    """Loads the page from its own origin in Chromium and returns the DOM after its fetch."""
+    server = serve_page(PAGE % {"gateway": g.url})
+    try:
+        return dump_dom(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+    finally:
+        server.shutdown()
+
+
 def test_a_page_on_another_origin_gets_the_answer(mock, start_gateway):
     cfg = provider_config(mock.url)
     cfg["auth"] = {"mode": "hybrid", "keys": [{"id": "browser", "key": "browser-access"}]}
     g = start_gateway(cfg)
-    server = serve_page(PAGE % {"gateway": g.url})
-    try:
-        dom = dump_dom(f"http://127.0.0.1:{server.server_address[1]}/index.html")
-    finally:
-        server.shutdown()
+    dom = visit_from_another_origin(g)
     assert "status=200 provider=openai content=Mock reply to: from the browser" in dom, dom[-2000:]
     preflights = [r for r in g.access_logs() if r["method"] == "OPTIONS"]
     assert preflights and preflights[0]["status"] == 204, "the browser's preflight was answered by the gateway"
@@ -65,9 +70,5 @@ def test_a_disallowed_origin_is_blocked_by_the_browser(mock, start_gateway):
     cfg = provider_config(mock.url)
     cfg["security"] = {"cors_origins": ["https://only.example"]}
     g = start_gateway(cfg)
-    server = serve_page(PAGE % {"gateway": g.url})
-    try:
-        dom = dump_dom(f"http://127.0.0.1:{server.server_address[1]}/index.html")
-    finally:
-        server.shutdown()
+    dom = visit_from_another_origin(g)
     assert "error=" in dom and "status=200" not in dom
