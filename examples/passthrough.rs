@@ -23,7 +23,7 @@ impl ProxyHttp for Passthrough {
     }
 }
 
-fn main() {
+pub fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
         eprintln!("usage: passthrough LISTEN_ADDR UPSTREAM_ADDR");

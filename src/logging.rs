@@ -224,7 +224,7 @@ pub struct AccessRecord<'a> {
     pub completion_tokens: Option<u64>,
     pub key_id: Option<&'a str>,
     pub key_source: Option<&'a str>,
-    pub client_ip: Option<&'a str>,
+    pub client_ip: Option<std::net::IpAddr>,
     pub error: Option<&'a str>,
 }
 

@@ -3,9 +3,12 @@
 
 use prometheus::{
     register_counter_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, CounterVec, Encoder, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, TextEncoder,
+    register_int_gauge_vec, Counter, CounterVec, Encoder, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::LazyLock;
 
 /// Buckets from 100 µs (cache hits) to 2 min (long streams).
@@ -183,4 +186,107 @@ pub fn render() -> Vec<u8> {
     let mut buf = Vec::with_capacity(8192);
     let _ = TextEncoder::new().encode(&prometheus::gather(), &mut buf);
     buf
+}
+
+/// Handles to one route's per-request series.
+pub struct RouteSeries {
+    pub requests: IntCounter,
+    pub duration: Histogram,
+    pub overhead: Histogram,
+}
+
+/// Handles to one provider's per-request series for a model label and status. Token and cost
+/// series are made on first use, so a model that never reported usage exports none.
+pub struct ProviderSeries {
+    pub requests: IntCounter,
+    pub upstream_latency: Histogram,
+    pub time_to_first_token: Histogram,
+    provider: &'static str,
+    model: &'static str,
+    tokens: OnceCell<(IntCounter, IntCounter)>,
+    cost: OnceCell<Counter>,
+}
+
+impl ProviderSeries {
+    pub fn add_tokens(&self, prompt: u64, completion: u64) {
+        let Some(m) = get() else { return };
+        let (p, c) = self.tokens.get_or_init(|| {
+            (
+                m.tokens
+                    .with_label_values(&[self.provider, self.model, "prompt"]),
+                m.tokens
+                    .with_label_values(&[self.provider, self.model, "completion"]),
+            )
+        });
+        p.inc_by(prompt);
+        c.inc_by(completion);
+    }
+
+    pub fn add_cost(&self, usd: f64) {
+        let Some(m) = get() else { return };
+        self.cost
+            .get_or_init(|| m.cost.with_label_values(&[self.provider, self.model]))
+            .inc_by(usd);
+    }
+}
+
+/// A `&'static str` label by address: the label sets are fixed, so the address names them.
+type Label = (usize, usize);
+
+fn label(s: &'static str) -> Label {
+    (s.as_ptr() as usize, s.len())
+}
+
+thread_local! {
+    // `with_label_values` hashes the label strings and locks the vector on every call, about
+    // ten times a request; each worker thread keeps the children it has used instead.
+    static ROUTES: RefCell<HashMap<(Label, Label), Rc<RouteSeries>>> = RefCell::new(HashMap::new());
+    static PROVIDERS: RefCell<HashMap<(Label, Label, Label), Rc<ProviderSeries>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The series of `route` answered with `status`.
+pub fn route_series(route: &'static str, status: &'static str) -> Option<Rc<RouteSeries>> {
+    let m = get()?;
+    ROUTES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let series = cache
+            .entry((label(route), label(status)))
+            .or_insert_with(|| {
+                Rc::new(RouteSeries {
+                    requests: m.requests.with_label_values(&[route, status]),
+                    duration: m.duration.with_label_values(&[route]),
+                    overhead: m.overhead.with_label_values(&[route]),
+                })
+            });
+        Some(series.clone())
+    })
+}
+
+/// The series of `provider` for a bounded `model` label and `status`.
+pub fn provider_series(
+    provider: &'static str,
+    model: &'static str,
+    status: &'static str,
+) -> Option<Rc<ProviderSeries>> {
+    let m = get()?;
+    PROVIDERS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let series = cache
+            .entry((label(provider), label(model), label(status)))
+            .or_insert_with(|| {
+                Rc::new(ProviderSeries {
+                    requests: m
+                        .provider_requests
+                        .with_label_values(&[provider, model, status]),
+                    upstream_latency: m.upstream_latency.with_label_values(&[provider]),
+                    time_to_first_token: m.time_to_first_token.with_label_values(&[provider]),
+                    provider,
+                    model,
+                    tokens: OnceCell::new(),
+                    cost: OnceCell::new(),
+                })
+            });
+        Some(series.clone())
+    })
 }

@@ -400,9 +400,10 @@ const PRICES: &[(&str, &str, f64, f64)] = &[
 /// `gemini-2.0-flash-001`) or a `models/` prefix falls back to its base model's price.
 pub fn price_of(provider: &str, model: &str, overrides: &BTreeMap<String, Price>) -> Option<Price> {
     let lookup = |m: &str| {
-        overrides
-            .get(&format!("{provider}/{m}"))
-            .copied()
+        // No key is formatted for the common case of no overrides.
+        (!overrides.is_empty())
+            .then(|| overrides.get(&format!("{provider}/{m}")).copied())
+            .flatten()
             .or_else(|| {
                 PRICES
                     .iter()

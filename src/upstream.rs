@@ -5,6 +5,7 @@
 use crate::config::{Config, ProviderKind, Secret, Strategy};
 use crate::strategy::{self, LatencyEwma, PassiveHealth, PeerView};
 use async_trait::async_trait;
+use http::HeaderValue;
 use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::selection::RoundRobin;
@@ -113,6 +114,27 @@ pub struct PeerInfo {
     /// Trusted roots for this peer when the provider has a `ca_file`: the system's plus it.
     pub ca: Option<Arc<CaType>>,
     pub stats: PeerStats,
+    /// `host:port` as the `Host` header writes it; rendered once, used by every request.
+    pub authority: String,
+    pub host_header: HeaderValue,
+    /// The gateway key's upstream header value (`Bearer …` for OpenAI), marked sensitive.
+    pub gateway_auth: Option<HeaderValue>,
+}
+
+/// The header value that carries `key` to `provider`, marked sensitive (never indexed by
+/// HPACK); `None` for a key that cannot be a header value.
+pub fn auth_header_value(provider: ProviderKind, key: &str) -> Option<HeaderValue> {
+    let mut v = match provider {
+        ProviderKind::OpenAi => {
+            let mut b = Vec::with_capacity(7 + key.len());
+            b.extend_from_slice(b"Bearer ");
+            b.extend_from_slice(key.as_bytes());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(b)).ok()?
+        }
+        ProviderKind::Gemini => HeaderValue::from_str(key).ok()?,
+    };
+    v.set_sensitive(true);
+    Some(v)
 }
 
 impl PeerInfo {
@@ -155,6 +177,10 @@ impl ProviderPool {
         };
         let mut add = |base_url: &str, key: &Option<Secret>, weight: usize| {
             if let Ok(address) = PeerAddress::parse(base_url) {
+                let authority = address.authority();
+                let Ok(host_header) = HeaderValue::from_str(&authority) else {
+                    return;
+                };
                 peers.push(Arc::new(PeerInfo {
                     provider: kind,
                     base_url: base_url.to_string(),
@@ -163,6 +189,11 @@ impl ProviderPool {
                     weight: weight.max(1),
                     ca: ca.clone(),
                     stats: PeerStats::default(),
+                    authority,
+                    host_header,
+                    gateway_auth: key
+                        .as_ref()
+                        .and_then(|k| auth_header_value(kind, k.expose())),
                 }));
             }
         };

@@ -2,7 +2,7 @@
 //! or translated from Gemini — while capturing token usage and, for cacheable requests, the
 //! complete answer to store.
 
-use super::respond::{common_headers, send_error, send_json, StreamGzip};
+use super::respond::{common_headers, response_header, send_error, send_json, StreamGzip};
 use super::Ctx;
 use crate::error::GatewayError;
 use crate::logging::targets;
@@ -11,7 +11,7 @@ use crate::sse::SseParser;
 use crate::state::State;
 use crate::upstream::PeerInfo;
 use bytes::{Bytes, BytesMut};
-use pingora::http::ResponseHeader;
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 use serde::Deserialize;
@@ -41,8 +41,9 @@ pub enum Translate {
 
 /// An upstream answer whose header has arrived.
 pub struct Answer {
+    /// The upstream session; its response header has arrived.
     pub up: HttpSession,
-    pub header: ResponseHeader,
+    pub status: StatusCode,
     pub peer: Arc<PeerInfo>,
     pub addr: SocketAddr,
     pub translate: Translate,
@@ -146,23 +147,25 @@ async fn take_whole(
 }
 
 /// Headers of an upstream answer that must not be copied to the client.
-fn is_hop_or_private(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "transfer-encoding"
-            | "content-length"
-            | "proxy-connection"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "set-cookie"
-            | "x-request-id"
-            | "alt-svc"
-            | "server"
-            | "date"
-    )
+fn is_hop_or_private(name: &HeaderName) -> bool {
+    use header::*;
+    [
+        CONNECTION,
+        TRANSFER_ENCODING,
+        CONTENT_LENGTH,
+        UPGRADE,
+        TE,
+        TRAILER,
+        SET_COOKIE,
+        ALT_SVC,
+        SERVER,
+        DATE,
+    ]
+    .contains(name)
+        || matches!(
+            name.as_str(),
+            "keep-alive" | "proxy-connection" | "x-request-id"
+        )
 }
 
 pub fn unix_now() -> u64 {
@@ -188,7 +191,7 @@ pub async fn deliver(
     ctx: &mut Ctx,
     mut a: Answer,
 ) -> Outcome {
-    let status = a.header.status.as_u16();
+    let status = a.status.as_u16();
     ctx.status = status;
     let ok = (200..300).contains(&status);
     match a.translate.clone() {
@@ -368,48 +371,52 @@ async fn relay(
     mut a: Answer,
     mut scan: Option<StreamScan>,
 ) -> Outcome {
-    let mut resp = match ResponseHeader::build(a.header.status, Some(a.header.headers.len() + 8)) {
-        Ok(r) => r,
-        Err(_) => return Outcome::default(),
+    // The client's header is built from the upstream's, shared (values are reference-counted),
+    // never cloned as a whole.
+    let Some(up_header) = a.up.response_header() else {
+        return Outcome::default();
     };
-    for (name, value) in a.header.headers.iter() {
-        if !is_hop_or_private(name.as_str()) {
-            let _ = resp.append_header(name.clone(), value.clone());
+    let mut h = HeaderMap::with_capacity(up_header.headers.len() + 12);
+    for (name, value) in up_header.headers.iter() {
+        if !is_hop_or_private(name) {
+            h.append(name.clone(), value.clone());
         }
     }
-    let reframed = scan.as_ref().is_some_and(|s| s.strip_usage);
-    let sse = a
-        .header
+    let sse = up_header
         .headers
-        .get("content-type")
+        .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let content_length = up_header.headers.get(header::CONTENT_LENGTH).cloned();
+    let reframed = scan.as_ref().is_some_and(|s| s.strip_usage);
     let mut gz = if sse {
         StreamGzip::for_stream(session)
     } else {
         None
     };
     if gz.is_some() {
-        let _ = resp.insert_header("content-encoding", "gzip");
-        let _ = resp.append_header("vary", "accept-encoding");
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
-    match a.header.headers.get("content-length").cloned() {
-        Some(len) if !reframed && gz.is_none() => {
-            let _ = resp.insert_header("content-length", len);
-        }
-        _ => {
-            let _ = resp.insert_header("transfer-encoding", "chunked");
-        }
-    }
-    common_headers(&mut resp, ctx);
     // A small, non-streamed answer (the common case) is read whole first: one write to the
     // client, no per-chunk bookkeeping, and kept for usage and the cache without a copy.
-    let small = a
-        .header
-        .headers
-        .get("content-length")
+    let small = content_length
+        .as_ref()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n <= 1024 * 1024);
+    match content_length {
+        Some(len) if !reframed && gz.is_none() => {
+            h.insert(header::CONTENT_LENGTH, len);
+        }
+        _ => {
+            h.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+    }
+    common_headers(&mut h, ctx);
+    let resp = response_header(a.status, h);
     if let (Some(len), false, None) = (small, sse, &scan) {
         let keep = a.keep;
         let body = match take_whole(state, ctx, a, len).await {
@@ -516,18 +523,23 @@ async fn relay_gemini_stream(
     mut a: Answer,
     mut translator: gemini::StreamTranslator,
 ) -> Outcome {
-    let Ok(mut resp) = ResponseHeader::build(a.header.status, Some(8)) else {
-        return Outcome::default();
-    };
-    let _ = resp.insert_header("content-type", "text/event-stream");
-    let _ = resp.insert_header("cache-control", "no-cache");
-    let _ = resp.insert_header("transfer-encoding", "chunked");
+    let mut h = HeaderMap::with_capacity(16);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
     let mut gz = StreamGzip::for_stream(session);
     if gz.is_some() {
-        let _ = resp.insert_header("content-encoding", "gzip");
-        let _ = resp.insert_header("vary", "accept-encoding");
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
-    common_headers(&mut resp, ctx);
+    common_headers(&mut h, ctx);
+    let resp = response_header(a.status, h);
     if session
         .write_response_header(Box::new(resp), false)
         .await

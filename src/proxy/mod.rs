@@ -51,12 +51,12 @@ pub struct Gateway {
 /// Per-request state shared by the phases.
 pub struct Ctx {
     pub start: Instant,
-    pub request_id: String,
+    pub request_id: RequestId,
     pub route: &'static str,
     pub status: u16,
     pub provider: Option<ProviderKind>,
     pub model: Option<String>,
-    pub peer: Option<String>,
+    pub peer: Option<Arc<crate::upstream::PeerInfo>>,
     pub attempts: u32,
     pub key_id: Option<String>,
     pub key_source: Option<&'static str>,
@@ -84,7 +84,7 @@ impl Default for Ctx {
     fn default() -> Self {
         Ctx {
             start: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::default(),
             route: "unknown",
             status: 0,
             provider: None,
@@ -186,13 +186,9 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let duration = ctx.start.elapsed();
         let req = session.req_header();
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
         let provider = ctx.provider.map(|p| p.name());
         logging::access(&AccessRecord {
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
             method: req.method.as_str(),
             route: ctx.route,
             path: req.uri.path(),
@@ -200,70 +196,58 @@ impl ProxyHttp for Gateway {
             duration_ms: duration.as_secs_f64() * 1000.0,
             provider,
             model: ctx.model.as_deref(),
-            peer: ctx.peer.as_deref(),
+            peer: ctx.peer.as_ref().map(|p| p.authority.as_str()),
             attempts: ctx.attempts,
             cache: ctx.cache,
             prompt_tokens: ctx.usage.map(|u| u.0),
             completion_tokens: ctx.usage.map(|u| u.1),
             key_id: ctx.key_id.as_deref(),
             key_source: ctx.key_source,
-            client_ip: client_ip.as_deref(),
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
             error: ctx.error,
         });
-        if let Some(m) = metrics::get() {
-            let status = status_label(ctx.status);
-            m.requests.with_label_values(&[ctx.route, status]).inc();
-            m.duration
-                .with_label_values(&[ctx.route])
-                .observe(duration.as_secs_f64());
-            if let Some(kind) = ctx.error {
-                m.errors.with_label_values(&[ctx.route, kind]).inc();
+        let status = status_label(ctx.status);
+        // The gateway's own time: everything but waiting for response headers and, once
+        // the answer flows, the upstream's pace.
+        let upstream_body = match (ctx.header_at, ctx.upstream_done) {
+            (Some(header), Some(done)) => done.saturating_duration_since(header),
+            _ => std::time::Duration::ZERO,
+        };
+        let overhead = duration.saturating_sub(ctx.upstream_wait + upstream_body);
+        if let Some(s) = metrics::route_series(ctx.route, status) {
+            s.requests.inc();
+            s.duration.observe(duration.as_secs_f64());
+            s.overhead.observe(overhead.as_secs_f64());
+        }
+        if let (Some(kind), Some(m)) = (ctx.error, metrics::get()) {
+            m.errors.with_label_values(&[ctx.route, kind]).inc();
+        }
+        let Some(p) = provider else { return };
+        let model = self.model_label(ctx.model.as_deref());
+        let Some(s) = metrics::provider_series(p, model, status) else {
+            return;
+        };
+        s.requests.inc();
+        if let Some((prompt, completion)) = ctx.usage {
+            s.add_tokens(prompt, completion);
+            let rt = self.state.runtime.load();
+            if let Some(price) = strategy::price_of(
+                p,
+                ctx.model.as_deref().unwrap_or_default(),
+                &rt.config.pricing,
+            ) {
+                s.add_cost(strategy::estimated_cost(&price, prompt, completion));
             }
-            if let (Some(p), Some((prompt, completion))) = (provider, ctx.usage) {
-                let model = self.model_label(ctx.model.as_deref());
-                m.tokens
-                    .with_label_values(&[p, model, "prompt"])
-                    .inc_by(prompt);
-                m.tokens
-                    .with_label_values(&[p, model, "completion"])
-                    .inc_by(completion);
-                let rt = self.state.runtime.load();
-                if let Some(price) = strategy::price_of(
-                    p,
-                    ctx.model.as_deref().unwrap_or_default(),
-                    &rt.config.pricing,
-                ) {
-                    m.cost
-                        .with_label_values(&[p, model])
-                        .inc_by(strategy::estimated_cost(&price, prompt, completion));
-                }
-            }
-            if let Some(p) = provider {
-                let model = self.model_label(ctx.model.as_deref());
-                m.provider_requests
-                    .with_label_values(&[p, model, status])
-                    .inc();
-                if ctx.attempts > 0 {
-                    m.upstream_latency
-                        .with_label_values(&[p])
-                        .observe(ctx.upstream_wait.as_secs_f64());
-                }
-                if let Some(first) = ctx.first_byte {
-                    m.time_to_first_token
-                        .with_label_values(&[p])
-                        .observe((first - ctx.start).as_secs_f64());
-                }
-            }
-            // The gateway's own time: everything but waiting for response headers and, once
-            // the answer flows, the upstream's pace.
-            let upstream_body = match (ctx.header_at, ctx.upstream_done) {
-                (Some(header), Some(done)) => done.saturating_duration_since(header),
-                _ => std::time::Duration::ZERO,
-            };
-            let overhead = duration.saturating_sub(ctx.upstream_wait + upstream_body);
-            m.overhead
-                .with_label_values(&[ctx.route])
-                .observe(overhead.as_secs_f64());
+        }
+        if ctx.attempts > 0 {
+            s.upstream_latency.observe(ctx.upstream_wait.as_secs_f64());
+        }
+        if let Some(first) = ctx.first_byte {
+            s.time_to_first_token
+                .observe((first - ctx.start).as_secs_f64());
         }
     }
 }
@@ -292,16 +276,53 @@ fn status_label(status: u16) -> &'static str {
     }
 }
 
-/// A client-supplied request id is kept only when it is short and printable.
-fn request_id(session: &Session) -> String {
-    if let Some(v) = session.req_header().headers.get("x-request-id") {
-        if let Ok(s) = v.to_str() {
-            if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) {
-                return s.to_string();
+/// The request id, kept as a header value: every answer carries it, and a client-supplied
+/// one is shared with the request header instead of copied.
+#[derive(Clone)]
+pub struct RequestId(http::HeaderValue);
+
+impl RequestId {
+    /// A client-supplied id is kept only when it is short and printable; else 32 random hex
+    /// digits.
+    fn for_request(session: &Session) -> Self {
+        if let Some(v) = session.req_header().headers.get("x-request-id") {
+            let b = v.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic) {
+                return RequestId(v.clone());
             }
         }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 32];
+        let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+        for (i, out) in buf.iter_mut().enumerate() {
+            let word = if i < 16 { a } else { b };
+            *out = HEX[((word >> (60 - 4 * (i % 16))) & 0xf) as usize];
+        }
+        RequestId(
+            http::HeaderValue::from_bytes(&buf)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("0")),
+        )
     }
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+
+    pub fn header_value(&self) -> http::HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId(http::HeaderValue::from_static(""))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Gateway {
@@ -323,7 +344,7 @@ impl Gateway {
 
     async fn handle(&self, session: &mut Session, ctx: &mut Ctx) {
         ctx.start = Instant::now();
-        ctx.request_id = request_id(session);
+        ctx.request_id = RequestId::for_request(session);
         let rt = self.state.runtime.load_full();
         let route = {
             let req = session.req_header();
@@ -383,7 +404,7 @@ impl Gateway {
                         for (kind, pool) in &rt.pools {
                             for (peer, healthy) in pool.peer_health() {
                                 m.peer_healthy
-                                    .with_label_values(&[kind.name(), &peer.address.authority()])
+                                    .with_label_values(&[kind.name(), &peer.authority])
                                     .set(i64::from(healthy));
                             }
                         }
@@ -417,17 +438,21 @@ impl Gateway {
             Route::Preflight => {
                 let mut extra = Vec::new();
                 if ctx.cors_origin.is_some() {
-                    let header = &rt.config.security.api_key_header;
+                    use http::{header, HeaderValue};
+                    let key_header = &rt.config.security.api_key_header;
+                    let allowed = format!("authorization, content-type, {key_header}, x-goog-api-key, x-openai-api-key, openai-organization, openai-project, openai-beta, x-request-id, cache-control, x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout, x-goog-api-client")
+                        .to_ascii_lowercase();
                     extra.push((
-                        "access-control-allow-methods",
-                        "GET, POST, OPTIONS".to_string(),
+                        header::ACCESS_CONTROL_ALLOW_METHODS,
+                        HeaderValue::from_static("GET, POST, OPTIONS"),
                     ));
+                    if let Ok(v) = HeaderValue::from_str(&allowed) {
+                        extra.push((header::ACCESS_CONTROL_ALLOW_HEADERS, v));
+                    }
                     extra.push((
-                        "access-control-allow-headers",
-                        format!("authorization, content-type, {header}, x-goog-api-key, x-openai-api-key, openai-organization, openai-project, openai-beta, x-request-id, cache-control, x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout, x-goog-api-client")
-                            .to_ascii_lowercase(),
+                        header::ACCESS_CONTROL_MAX_AGE,
+                        HeaderValue::from_static("600"),
                     ));
-                    extra.push(("access-control-max-age", "600".to_string()));
                 }
                 send(session, ctx, 204, "text/plain", Bytes::new(), &extra).await;
                 Ok(())
@@ -482,7 +507,10 @@ impl Gateway {
                         200,
                         "text/event-stream",
                         sse,
-                        &[("cache-control", "no-cache".into())],
+                        &[(
+                            http::header::CACHE_CONTROL,
+                            http::HeaderValue::from_static("no-cache"),
+                        )],
                     )
                     .await
                 }
@@ -761,13 +789,15 @@ impl Gateway {
         let cacheable = cfg.cache.enabled && matches!(op, Op::Chat { .. } | Op::Embeddings);
         let policy = cache::policy(cache_control.as_deref(), ttl_header.as_deref());
         let scope = cache_scope(ctx, &with_keys);
-        let cache_key_for = |c: &Candidate| {
+        let cache_key_for = |parsed: &Option<Value>, c: &Candidate| {
             parsed
                 .as_ref()
                 .map(|v| cache::cache_key(route.label(), c.provider.name(), &c.model, &scope, v))
         };
         let primary_key = if cacheable {
-            with_keys.first().and_then(|(c, _)| cache_key_for(c))
+            with_keys
+                .first()
+                .and_then(|(c, _)| cache_key_for(&parsed, c))
         } else {
             None
         };
@@ -815,13 +845,13 @@ impl Gateway {
             method,
             path_and_query,
             body,
-            parsed: parsed.clone(),
+            parsed,
             requested_model,
             candidates: with_keys,
             forward_headers,
             keep,
         };
-        let outcome = relay::run(&self.state, rt, session, ctx, job).await;
+        let outcome = relay::run(&self.state, rt, session, ctx, &job).await;
 
         // Stored under the candidate that actually answered, so a failover answer is never
         // served as the primary's.
@@ -835,7 +865,7 @@ impl Gateway {
                 provider,
                 model: model.clone(),
             };
-            if let Some(key) = cache_key_for(&answered) {
+            if let Some(key) = cache_key_for(&job.parsed, &answered) {
                 let ttl = policy.ttl.unwrap_or(cfg.cache.ttl);
                 self.state
                     .cache

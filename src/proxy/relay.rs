@@ -14,7 +14,8 @@ use crate::routing::Candidate;
 use crate::state::{Runtime, State};
 use crate::upstream::PeerInfo;
 use bytes::Bytes;
-use pingora::http::{RequestHeader, ResponseHeader};
+use http::HeaderValue;
+use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 use serde_json::Value;
@@ -232,7 +233,7 @@ pub async fn run(
     rt: &Runtime,
     session: &mut Session,
     ctx: &mut Ctx,
-    job: Job,
+    job: &Job,
 ) -> Outcome {
     let deadline = Instant::now() + rt.config.server.request_timeout;
     let failover = rt.config.routing.failover_enabled;
@@ -241,7 +242,7 @@ pub async fn run(
     let mut tried: Vec<SocketAddr> = Vec::new();
 
     'candidates: for (cand, client_key) in &job.candidates {
-        let prepared = match prepare(&job, cand) {
+        let prepared = match prepare(job, cand) {
             Ok(p) => p,
             Err(e) => {
                 send_error(session, ctx, &e).await;
@@ -282,7 +283,7 @@ pub async fn run(
                 last_error = Some(format!(
                     "no API key for {} peer {}",
                     cand.provider.name(),
-                    peer.address.authority()
+                    peer.authority
                 ));
                 tried.push(addr);
                 continue;
@@ -290,12 +291,12 @@ pub async fn run(
             ctx.attempts += 1;
             ctx.provider = Some(cand.provider);
             ctx.model = Some(cand.model.clone());
-            ctx.peer = Some(peer.address.authority());
+            ctx.peer = Some(peer.clone());
             ctx.key_source = Some(key.source());
             let timeout = provider_cfg.timeout.min(deadline - now);
             let attempt_started = Instant::now();
             ctx.attempt_started = Some(attempt_started);
-            let attempt = send_attempt(state, &peer, addr, &prepared, &key, &job, timeout);
+            let attempt = send_attempt(state, &peer, addr, &prepared, &key, job, timeout);
             let outcome = tokio::select! {
                 r = attempt => r,
                 _ = client_gone(session) => {
@@ -307,8 +308,8 @@ pub async fn run(
             ctx.upstream_wait += attempt_started.elapsed();
             ctx.header_at = Some(Instant::now());
             match outcome {
-                Ok((up, header)) => {
-                    let status = header.status.as_u16();
+                Ok((up, status_code)) => {
+                    let status = status_code.as_u16();
                     let retryable = status == 429 || status >= 500;
                     if retryable {
                         peer.stats.passive.record_failure(Instant::now());
@@ -317,9 +318,8 @@ pub async fn run(
                         peer.stats.ewma.observe(attempt_started.elapsed());
                     }
                     if retryable {
-                        let (message, retry_after) =
-                            read_failure(up, &header, cand.provider, timeout).await;
-                        log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) got {status}: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.address.authority(), message);
+                        let (message, retry_after) = read_failure(up, cand.provider, timeout).await;
+                        log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) got {status}: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.authority, message);
                         last_error = Some(format!(
                             "{} returned {status}: {message}",
                             cand.provider.name()
@@ -336,7 +336,7 @@ pub async fn run(
                     }
                     let answer = Answer {
                         up,
-                        header,
+                        status: status_code,
                         peer,
                         addr,
                         translate: prepared.translate.clone(),
@@ -350,7 +350,7 @@ pub async fn run(
                     retry_after,
                     timeout: t,
                 }) => {
-                    log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) failed: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.address.authority(), message);
+                    log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) failed: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.authority, message);
                     peer.stats.passive.record_failure(Instant::now());
                     if t {
                         // A peer that hangs must not look fast to the `performance` strategy.
@@ -414,6 +414,8 @@ pub async fn client_gone(session: &mut Session) {
     }
 }
 
+/// The upstream request header, built as `http` parts (no header-case map, names parsed at
+/// compile time); the host and the gateway key's header come pre-rendered from the peer.
 fn request_header(
     peer: &PeerInfo,
     path: &str,
@@ -422,41 +424,47 @@ fn request_header(
     len: usize,
     stream: bool,
 ) -> Result<RequestHeader, String> {
-    let mut req = RequestHeader::build(
-        job.method.clone(),
-        path.as_bytes(),
-        Some(8 + job.forward_headers.len()),
-    )
-    .map_err(|e| format!("invalid upstream request: {e}"))?;
-    let set = |req: &mut RequestHeader, k: &'static str, v: &str| {
-        req.insert_header(k, v).map_err(|e| e.to_string())
-    };
-    set(&mut req, "host", &peer.address.authority())?;
-    set(
-        &mut req,
-        "user-agent",
-        concat!("llm-gateway/", env!("CARGO_PKG_VERSION")),
-    )?;
+    use http::header;
+    let uri = http::Uri::try_from(path).map_err(|e| format!("invalid upstream path: {e}"))?;
+    let mut h = http::HeaderMap::with_capacity(8 + job.forward_headers.len());
+    h.insert(header::HOST, peer.host_header.clone());
+    h.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("llm-gateway/", env!("CARGO_PKG_VERSION"))),
+    );
     if job.method != http::Method::GET || len > 0 {
-        set(&mut req, "content-type", "application/json")?;
-        set(&mut req, "content-length", &len.to_string())?;
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     if stream {
-        set(&mut req, "accept", "text/event-stream")?;
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
     }
+    let auth = match key {
+        UpstreamKey::Gateway(_) if peer.gateway_auth.is_some() => peer.gateway_auth.clone(),
+        _ => crate::upstream::auth_header_value(peer.provider, key.secret().expose()),
+    }
+    .ok_or("the API key cannot be sent as an HTTP header value")?;
     match peer.provider {
-        ProviderKind::OpenAi => set(
-            &mut req,
-            "authorization",
-            &format!("Bearer {}", key.secret().expose()),
-        )?,
-        ProviderKind::Gemini => set(&mut req, "x-goog-api-key", key.secret().expose())?,
-    }
+        ProviderKind::OpenAi => h.insert(header::AUTHORIZATION, auth),
+        ProviderKind::Gemini => h.insert(X_GOOG_API_KEY, auth),
+    };
     for (k, v) in &job.forward_headers {
-        let _ = req.insert_header(k.clone(), v.clone());
+        h.insert(k.clone(), v.clone());
     }
-    Ok(req)
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = job.method.clone();
+    parts.uri = uri;
+    parts.headers = h;
+    Ok(RequestHeader::from(parts))
 }
+
+const X_GOOG_API_KEY: http::HeaderName = http::HeaderName::from_static("x-goog-api-key");
 
 /// One attempt: connect (pooled), send header and body, wait for the response header.
 async fn send_attempt(
@@ -467,7 +475,7 @@ async fn send_attempt(
     key: &UpstreamKey,
     job: &Job,
     timeout: Duration,
-) -> Result<(HttpSession, ResponseHeader), Failure> {
+) -> Result<(HttpSession, http::StatusCode), Failure> {
     let path = if prepared.native_root {
         format!(
             "{}{}",
@@ -477,33 +485,34 @@ async fn send_attempt(
     } else {
         format!("{}{}", peer.address.base_path, prepared.suffix)
     };
-    let req = request_header(peer, &path, job, key, prepared.body.len(), prepared.stream).map_err(
-        |message| Failure::Retryable {
-            message,
-            retry_after: None,
-            timeout: false,
-        },
-    )?;
+    let build = || {
+        request_header(peer, &path, job, key, prepared.body.len(), prepared.stream).map_err(
+            |message| Failure::Retryable {
+                message,
+                retry_after: None,
+                timeout: false,
+            },
+        )
+    };
+    // Built before connecting so that a bad path or key fails without using a connection.
+    let first = build()?;
     let http_peer = peer.http_peer(addr, timeout);
     let work = async {
         // A pooled connection may have been closed by the upstream while idle: retry such a
         // failure on another connection before counting it against the peer.
         let mut last = String::new();
-        let mut req = Some(req);
+        let mut first = Some(first);
         for _ in 0..3 {
             let (mut up, reused) = state
                 .connector
                 .get_http_session(&http_peer)
                 .await
                 .map_err(|e| (format!("connect to {addr} failed: {e}"), false))?;
-            // Only a reused connection can fail in a way that is retried here: a fresh one
-            // takes the header itself, without a copy.
-            let header = match (&req, reused) {
-                (Some(r), true) => r.clone(),
-                _ => match req.take() {
-                    Some(r) => r,
-                    None => break,
-                },
+            // A retry (after a reused connection failed) builds the header again: cheaper
+            // than keeping a copy on every request for the rare retry.
+            let header = match first.take() {
+                Some(h) => h,
+                None => build().map_err(|Failure::Retryable { message, .. }| (message, false))?,
             };
             let sent = async {
                 up.write_request_header(Box::new(header)).await?;
@@ -516,11 +525,11 @@ async fn send_attempt(
             .await;
             match sent {
                 Ok(()) => {
-                    let header = up
+                    let status = up
                         .response_header()
-                        .cloned()
+                        .map(|h| h.status)
                         .ok_or_else(|| ("no response header".to_string(), false))?;
-                    return Ok((up, header));
+                    return Ok((up, status));
                 }
                 Err(e) if reused => last = e.to_string(),
                 Err(e) => return Err((format!("{e}"), false)),
@@ -546,13 +555,12 @@ async fn send_attempt(
 /// Reads (a bounded part of) a failed attempt's body for its error message.
 async fn read_failure(
     mut up: HttpSession,
-    header: &ResponseHeader,
     provider: ProviderKind,
     timeout: Duration,
 ) -> (String, Option<Duration>) {
-    let retry_after = header
-        .headers
-        .get("retry-after")
+    let retry_after = up
+        .response_header()
+        .and_then(|h| h.headers.get("retry-after"))
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)

@@ -3,36 +3,82 @@
 use super::Ctx;
 use crate::error::GatewayError;
 use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use std::time::Duration;
+
+/// Header names the gateway writes itself, parsed once at compile time: Pingora's
+/// `insert_header` would parse (and, for these non-standard names, allocate) on every call.
+pub mod names {
+    use http::HeaderName;
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const X_GATEWAY_CACHE: HeaderName = HeaderName::from_static("x-gateway-cache");
+    pub const X_GATEWAY_PROVIDER: HeaderName = HeaderName::from_static("x-gateway-provider");
+    pub const X_GATEWAY_MODEL: HeaderName = HeaderName::from_static("x-gateway-model");
+    pub const X_GATEWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
+    pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+    pub const X_RATELIMIT_REMAINING: HeaderName =
+        HeaderName::from_static("x-ratelimit-remaining-requests");
+    pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+    pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+}
+
+/// A response header without Pingora's header-case map: HTTP/1.1 names are case-insensitive,
+/// and the map costs an allocation per header.
+pub fn response_header(status: StatusCode, headers: HeaderMap) -> ResponseHeader {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.headers = headers;
+    ResponseHeader::from(parts)
+}
 
 /// Adds the headers every answer carries (SPEC §4).
-pub fn common_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
-    let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
-    let _ = resp.insert_header("x-gateway-cache", ctx.cache);
+pub fn common_headers(h: &mut HeaderMap, ctx: &Ctx) {
+    h.insert(names::X_REQUEST_ID, ctx.request_id.header_value());
+    h.insert(names::X_GATEWAY_CACHE, HeaderValue::from_static(ctx.cache));
     if let Some(p) = ctx.provider {
-        let _ = resp.insert_header("x-gateway-provider", p.name());
+        h.insert(
+            names::X_GATEWAY_PROVIDER,
+            HeaderValue::from_static(p.name()),
+        );
     }
-    if let Some(m) = &ctx.model {
-        let _ = resp.insert_header("x-gateway-model", m.as_str());
+    if let Some(v) = ctx
+        .model
+        .as_deref()
+        .and_then(|m| HeaderValue::from_str(m).ok())
+    {
+        h.insert(names::X_GATEWAY_MODEL, v);
     }
     if ctx.attempts > 0 {
-        let _ = resp.insert_header("x-gateway-attempts", ctx.attempts.to_string());
+        h.insert(names::X_GATEWAY_ATTEMPTS, HeaderValue::from(ctx.attempts));
     }
     if let Some(rate) = &ctx.rate {
-        let _ = resp.insert_header("x-ratelimit-limit-requests", rate.limit.to_string());
-        let _ = resp.insert_header("x-ratelimit-remaining-requests", rate.remaining.to_string());
-        let _ = resp.insert_header("x-ratelimit-reset-requests", rate.reset_header());
+        h.insert(names::X_RATELIMIT_LIMIT, HeaderValue::from(rate.limit));
+        h.insert(
+            names::X_RATELIMIT_REMAINING,
+            HeaderValue::from(rate.remaining),
+        );
+        if let Ok(v) = HeaderValue::from_str(&rate.reset_header()) {
+            h.insert(names::X_RATELIMIT_RESET, v);
+        }
     }
-    if let Some(origin) = &ctx.cors_origin {
-        let _ = resp.insert_header("access-control-allow-origin", origin.as_str());
-        let _ = resp.insert_header(
-            "access-control-expose-headers",
-            "x-request-id, x-gateway-provider, x-gateway-model, x-gateway-cache, x-gateway-attempts, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, retry-after, server-timing",
+    if let Some(v) = ctx
+        .cors_origin
+        .as_deref()
+        .and_then(|o| HeaderValue::from_str(o).ok())
+    {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-request-id, x-gateway-provider, x-gateway-model, x-gateway-cache, x-gateway-attempts, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, retry-after, server-timing"),
         );
         if ctx.cors_exact {
-            let _ = resp.insert_header("access-control-allow-credentials", "true");
-            let _ = resp.insert_header("vary", "Origin");
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            h.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
     // Time spent in the gateway up to this header, without the time the upstream took, so
@@ -40,14 +86,30 @@ pub fn common_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
     let total = ctx.start.elapsed();
     let upstream = ctx.upstream_wait;
     let gateway = total.saturating_sub(upstream);
-    let _ = resp.insert_header(
-        "server-timing",
-        format!(
-            "gateway;dur={:.3}, upstream;dur={:.3}",
-            gateway.as_secs_f64() * 1000.0,
-            upstream.as_secs_f64() * 1000.0
-        ),
-    );
+    h.insert(names::SERVER_TIMING, server_timing(gateway, upstream));
+}
+
+/// `gateway;dur=0.123, upstream;dur=4.567` (milliseconds, 3 decimals) without `format!`.
+fn server_timing(gateway: Duration, upstream: Duration) -> HeaderValue {
+    fn millis(out: &mut Vec<u8>, d: Duration) {
+        let micros = d.as_micros();
+        let mut buf = itoa::Buffer::new();
+        out.extend_from_slice(buf.format(micros / 1000).as_bytes());
+        let frac = (micros % 1000) as u16;
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    }
+    let mut out = Vec::with_capacity(48);
+    out.extend_from_slice(b"gateway;dur=");
+    millis(&mut out, gateway);
+    out.extend_from_slice(b", upstream;dur=");
+    millis(&mut out, upstream);
+    HeaderValue::from_maybe_shared(Bytes::from(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("gateway"))
 }
 
 /// Writes a complete answer with a known body.
@@ -55,20 +117,22 @@ pub async fn send(
     session: &mut Session,
     ctx: &mut Ctx,
     status: u16,
-    content_type: &str,
+    content_type: &'static str,
     body: Bytes,
-    extra: &[(&'static str, String)],
+    extra: &[(HeaderName, HeaderValue)],
 ) {
     ctx.status = status;
-    let Ok(mut resp) = ResponseHeader::build(status, Some(6 + extra.len())) else {
+    let Ok(code) = StatusCode::from_u16(status) else {
         return;
     };
-    let _ = resp.insert_header("content-type", content_type);
-    let _ = resp.insert_header("content-length", body.len().to_string());
-    common_headers(&mut resp, ctx);
+    let mut h = HeaderMap::with_capacity(12 + extra.len());
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    common_headers(&mut h, ctx);
     for (k, v) in extra {
-        let _ = resp.insert_header(*k, v.as_str());
+        h.insert(k.clone(), v.clone());
     }
+    let resp = response_header(code, h);
     let head_only = session.req_header().method == http::Method::HEAD;
     if session
         .write_response_header(Box::new(resp), head_only || body.is_empty())
@@ -91,7 +155,7 @@ pub async fn send_error(session: &mut Session, ctx: &mut Ctx, err: &GatewayError
     ctx.error = Some(err.label());
     let mut extra = Vec::new();
     if let Some(secs) = err.retry_after() {
-        extra.push(("retry-after", secs.to_string()));
+        extra.push((header::RETRY_AFTER, HeaderValue::from(secs)));
     }
     if matches!(err, GatewayError::BodyTooLarge { .. }) {
         // The rest of the body was never read: this connection cannot carry another request.
