@@ -285,7 +285,11 @@ impl RequestId {
     /// A client-supplied id is kept only when it is short and printable; else 32 random hex
     /// digits.
     fn for_request(session: &Session) -> Self {
-        if let Some(v) = session.req_header().headers.get("x-request-id") {
+        if let Some(v) = session
+            .req_header()
+            .headers
+            .get(respond::names::X_REQUEST_ID)
+        {
             let b = v.as_bytes();
             if !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic) {
                 return RequestId(v.clone());
@@ -612,24 +616,41 @@ impl Gateway {
             .api_key_header
             .eq_ignore_ascii_case("authorization");
         let client_keys = ClientKeys::from_headers(
-            req.headers.get("authorization").map(|v| v.as_bytes()),
-            req.headers.get("x-openai-api-key").map(|v| v.as_bytes()),
-            req.headers.get("x-goog-api-key").map(|v| v.as_bytes()),
+            req.headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            req.headers
+                .get(respond::names::X_OPENAI_API_KEY)
+                .map(|v| v.as_bytes()),
+            req.headers
+                .get(respond::names::X_GOOG_API_KEY)
+                .map(|v| v.as_bytes()),
             query_key,
             access_is_authorization,
         );
         let method = req.method.clone();
         let forward_headers = forwardable(req);
-        let header = |name: &str| {
+        let header = |name: http::HeaderName| {
             req.headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let (cache_control, ttl_header) = (header("cache-control"), header("x-gateway-cache-ttl"));
+        let (cache_control, ttl_header) = if cfg.cache.enabled {
+            (
+                header(http::header::CACHE_CONTROL),
+                header(respond::names::X_GATEWAY_CACHE_TTL),
+            )
+        } else {
+            (None, None)
+        };
 
         // Rate limits run before any upstream call; a 429 from here is never retried.
-        let caller = caller_identity(ctx, &client_keys, session);
+        let caller = if cfg.security.rate_limiting_enabled {
+            caller_identity(ctx, &client_keys, session)
+        } else {
+            String::new()
+        };
         if cfg.security.rate_limiting_enabled {
             let limit = access_key
                 .and_then(|k| k.rate_limit_rpm)
@@ -730,7 +751,15 @@ impl Gateway {
             }
         };
         ctx.model = requested_model.clone();
-        let estimate = parsed.as_ref().map(strategy::estimate_tokens);
+        // Walking the messages costs about a microsecond: done only for TPM limits and for
+        // ordering a virtual model's candidates by cost.
+        let needs_estimate = candidates.len() > 1
+            && cfg.routing.strategy == Strategy::CostOptimized
+            || cfg.security.rate_limiting_enabled && access_key.is_some_and(|k| k.tpm.is_some());
+        let estimate = parsed
+            .as_ref()
+            .filter(|_| needs_estimate)
+            .map(strategy::estimate_tokens);
         order_candidates(rt, &mut candidates, estimate);
 
         // A bearer key is meant for the provider of the requested model: it may follow a
@@ -961,7 +990,7 @@ fn cors_origin(allowed: &[String], session: &Session, ctx: &mut Ctx) {
     let Some(origin) = session
         .req_header()
         .headers
-        .get("origin")
+        .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok())
     else {
         return;
@@ -976,20 +1005,17 @@ fn cors_origin(allowed: &[String], session: &Session, ctx: &mut Ctx) {
 
 /// Client headers that are part of the provider APIs and safe to forward.
 fn forwardable(req: &pingora::http::RequestHeader) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    const NAMES: &[&str] = &[
-        "openai-organization",
-        "openai-project",
-        "openai-beta",
-        "idempotency-key",
-        "x-goog-user-project",
+    use http::HeaderName;
+    const NAMES: [HeaderName; 5] = [
+        HeaderName::from_static("openai-organization"),
+        HeaderName::from_static("openai-project"),
+        HeaderName::from_static("openai-beta"),
+        HeaderName::from_static("idempotency-key"),
+        HeaderName::from_static("x-goog-user-project"),
     ];
     NAMES
         .iter()
-        .filter_map(|n| {
-            req.headers
-                .get(*n)
-                .map(|v| (http::HeaderName::from_static(n), v.clone()))
-        })
+        .filter_map(|n| req.headers.get(n).map(|v| (n.clone(), v.clone())))
         .collect()
 }
 

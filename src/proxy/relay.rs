@@ -452,7 +452,7 @@ fn request_header(
     .ok_or("the API key cannot be sent as an HTTP header value")?;
     match peer.provider {
         ProviderKind::OpenAi => h.insert(header::AUTHORIZATION, auth),
-        ProviderKind::Gemini => h.insert(X_GOOG_API_KEY, auth),
+        ProviderKind::Gemini => h.insert(super::respond::names::X_GOOG_API_KEY, auth),
     };
     for (k, v) in &job.forward_headers {
         h.insert(k.clone(), v.clone());
@@ -463,8 +463,6 @@ fn request_header(
     parts.headers = h;
     Ok(RequestHeader::from(parts))
 }
-
-const X_GOOG_API_KEY: http::HeaderName = http::HeaderName::from_static("x-goog-api-key");
 
 /// One attempt: connect (pooled), send header and body, wait for the response header.
 async fn send_attempt(

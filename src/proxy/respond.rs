@@ -22,6 +22,9 @@ pub mod names {
         HeaderName::from_static("x-ratelimit-remaining-requests");
     pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
     pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+    pub const X_OPENAI_API_KEY: HeaderName = HeaderName::from_static("x-openai-api-key");
+    pub const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+    pub const X_GATEWAY_CACHE_TTL: HeaderName = HeaderName::from_static("x-gateway-cache-ttl");
 }
 
 /// A response header without Pingora's header-case map: HTTP/1.1 names are case-insensitive,
@@ -178,7 +181,7 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     let declared = session
         .req_header()
         .headers
-        .get("content-length")
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -187,7 +190,7 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     let expects_continue = session
         .req_header()
         .headers
-        .get("expect")
+        .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue {
         session.write_continue_response().await.map_err(|e| {
