@@ -210,7 +210,7 @@ def concurrent_streams(port, n, body):
     return sum(asyncio.run(main()))
 
 
-def gateway_config(mock_port, cache):
+def gateway_config(mock_port, cache, log_level="warn"):
     return f"""
 server: {{ host: 127.0.0.1, max_concurrent_requests: 4096 }}
 auth: {{ mode: gateway }}
@@ -220,14 +220,14 @@ providers:
 routing: {{ strategy: round_robin }}
 cache: {{ enabled: {str(cache).lower()}, max_size: 1000, ttl: 3600 }}
 security: {{ rate_limiting_enabled: false }}
-logging: {{ level: warn }}
+logging: {{ level: {log_level}, format: json }}
 """
 
 
-def start_gateway(mock_port, cache, tmp):
+def start_gateway(mock_port, cache, tmp, log_level="warn"):
     port = free_port()
-    cfg = Path(tmp) / f"gw-{cache}.yaml"
-    cfg.write_text(gateway_config(mock_port, cache))
+    cfg = Path(tmp) / f"gw-{cache}-{log_level}.yaml"
+    cfg.write_text(gateway_config(mock_port, cache, log_level))
     g = Proc([str(RELEASE / "llm-gateway"), "--config", str(cfg), "--port", str(port)], PROXY_CPU)
     wait_port(port)
     time.sleep(0.5)
@@ -306,6 +306,15 @@ def main():
         subprocess.run(["curl", "-s", "-X", "POST", f"http://127.0.0.1:{mock_port}/_mock/reset"], capture_output=True)
     finally:
         gw.stop()
+
+    # The same OpenAI route with the access log on (one JSON line per request, to /dev/null).
+    lg, lg_port = start_gateway(mock_port, cache=False, tmp=tmp, log_level="info")
+    try:
+        wrk(f"http://127.0.0.1:{lg_port}/v1/chat/completions", chat, 1, c)
+        logged = median_run([wrk(f"http://127.0.0.1:{lg_port}/v1/chat/completions", chat, d, c, pid=lg.p.pid) for _ in range(args.rounds)])
+        rows.append(("gateway, OpenAI route, access log on (JSON lines)", logged))
+    finally:
+        lg.stop()
 
     cg, cg_port = start_gateway(mock_port, cache=True, tmp=tmp)
     try:
