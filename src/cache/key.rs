@@ -79,6 +79,20 @@ pub fn cache_key(route: &str, provider: &str, model: &str, scope: &str, body: &V
     CacheKey(h.finalize().into())
 }
 
+/// The key of a request body exactly as received (same scope parts as [`cache_key`]): maps to
+/// its canonical key in [`super::ResponseCache::canonical_for`], so a repeated request is
+/// answered without parsing its JSON.
+pub fn raw_key(route: &str, provider: &str, model: &str, scope: &str, body: &[u8]) -> CacheKey {
+    let mut h = Sha256::new();
+    h.update(b"llmgw-raw-v1");
+    for part in [route, provider, model, scope] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(body);
+    CacheKey(h.finalize().into())
+}
+
 /// Feeds canonical JSON straight into the hash: no intermediate string.
 struct HashWriter<'a>(&'a mut Sha256);
 

@@ -18,7 +18,7 @@ mod stream;
 
 pub use entry::Entry;
 pub use flight::{Flight, LeaderGuard, WaitOutcome, Waiter};
-pub use key::{cache_key, policy, CacheKey, CachePolicy, MAX_TTL, REDIS_PREFIX};
+pub use key::{cache_key, policy, raw_key, CacheKey, CachePolicy, MAX_TTL, REDIS_PREFIX};
 pub use stream::{completion_to_sse, StreamAssembler};
 
 use flight::Flights;
@@ -37,6 +37,9 @@ struct Slot {
 pub struct ResponseCache {
     /// `None` when `max_size` is 0 (Redis only, or no cache at all).
     memory: Option<MemoryCache<u64, Arc<Slot>>>,
+    /// Raw request key → canonical key, for requests repeated byte for byte (local only: a
+    /// miss here just means the tree is parsed).
+    canonical: MemoryCache<u64, Arc<([u8; 32], CacheKey)>>,
     ttl: Duration,
     redis: Option<RedisBackend>,
     flights: Arc<Flights>,
@@ -48,6 +51,7 @@ impl ResponseCache {
     pub fn new(max_size: usize, ttl: Duration, redis_url: Option<&str>) -> Self {
         Self {
             memory: (max_size > 0).then(|| MemoryCache::new(max_size)),
+            canonical: MemoryCache::new(max_size.clamp(16, 100_000)),
             ttl: ttl.min(MAX_TTL),
             redis: redis_url.and_then(RedisBackend::new),
             flights: Arc::default(),
@@ -82,6 +86,22 @@ impl ResponseCache {
         self.memory_put(key, entry, ttl);
         if let (Some(redis), Some(wire)) = (&self.redis, wire) {
             redis.put(key, wire, ttl).await;
+        }
+    }
+
+    /// The canonical key recorded for a raw key by [`Self::remember_canonical`].
+    pub fn canonical_for(&self, raw: &CacheKey) -> Option<CacheKey> {
+        let (pair, _status) = self.canonical.get(&raw.short());
+        let pair = pair?;
+        (pair.0 == raw.0).then_some(pair.1)
+    }
+
+    /// Records that the request with `raw` key has the canonical `key` (a pure function of
+    /// the bytes, so the record never goes stale).
+    pub fn remember_canonical(&self, raw: &CacheKey, key: &CacheKey) {
+        if self.canonical_for(raw).is_none() {
+            self.canonical
+                .put(&raw.short(), Arc::new((raw.0, *key)), None);
         }
     }
 

@@ -356,3 +356,37 @@ async fn redis_outage_is_a_miss_and_recovery_is_automatic() {
     }
     assert!(cache.redis_healthy() && other.redis_healthy());
 }
+
+#[test]
+fn raw_keys_map_repeated_bytes_to_their_canonical_key() {
+    let cache = ResponseCache::new(10, HOUR, None);
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let raw = raw_key("chat", "openai", "m", "gateway", body);
+    assert_eq!(cache.canonical_for(&raw), None, "nothing recorded yet");
+    let canonical = cache_key(
+        "chat",
+        "openai",
+        "m",
+        "gateway",
+        &serde_json::from_slice(body).unwrap(),
+    );
+    cache.remember_canonical(&raw, &canonical);
+    assert_eq!(cache.canonical_for(&raw), Some(canonical));
+    // Every scope part and every byte counts: another caller or spacing is another raw key.
+    for other in [
+        raw_key("chat", "openai", "m", "key:team-a", body),
+        raw_key("chat", "gemini", "m", "gateway", body),
+        raw_key("chat", "openai", "m2", "gateway", body),
+        raw_key("embeddings", "openai", "m", "gateway", body),
+        raw_key(
+            "chat",
+            "openai",
+            "m",
+            "gateway",
+            br#"{"model":"m", "messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+    ] {
+        assert_ne!(other, raw);
+        assert_eq!(cache.canonical_for(&other), None);
+    }
+}

@@ -349,6 +349,20 @@ impl Gateway {
     async fn handle(&self, session: &mut Session, ctx: &mut Ctx) {
         ctx.start = Instant::now();
         ctx.request_id = RequestId::for_request(session);
+        // A client that accepts no encoding gets none: the compression module is switched off
+        // rather than asked to decide (a content-type match) on every answer.
+        if !session
+            .req_header()
+            .headers
+            .contains_key(http::header::ACCEPT_ENCODING)
+        {
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<pingora::modules::http::compression::ResponseCompression>()
+            {
+                c.adjust_level(0);
+            }
+        }
         let rt = self.state.runtime.load_full();
         let route = {
             let req = session.req_header();
@@ -669,7 +683,7 @@ impl Gateway {
         }
 
         let body = respond::read_body(session, cfg.server.max_body_bytes).await?;
-        let (op, parsed, requested_model, mut candidates, is_virtual) = match route {
+        let (op, needs_tree, requested_model, mut candidates, is_virtual) = match route {
             Route::ChatCompletions | Route::Embeddings => {
                 let head: Head =
                     serde_json::from_slice(&body).map_err(|e| GatewayError::BadRequest {
@@ -703,17 +717,9 @@ impl Gateway {
                         .candidates
                         .iter()
                         .any(|c| c.provider == ProviderKind::Gemini || c.model != model);
-                let parsed = if needs_tree {
-                    Some(
-                        serde_json::from_slice::<Value>(&body)
-                            .map_err(|e| GatewayError::bad_request(e.to_string()))?,
-                    )
-                } else {
-                    None
-                };
                 (
                     op,
-                    parsed,
+                    needs_tree,
                     Some(model),
                     resolution.candidates,
                     resolution.is_virtual,
@@ -729,7 +735,7 @@ impl Gateway {
                     provider: ProviderKind::OpenAi,
                     model: String::new(),
                 };
-                (Op::OpenAiPassthrough, None, None, vec![only], false)
+                (Op::OpenAiPassthrough, false, None, vec![only], false)
             }
             Route::GeminiNative { model, method: gm } => {
                 if cfg.provider(ProviderKind::Gemini).is_none() {
@@ -742,7 +748,7 @@ impl Gateway {
                     provider: ProviderKind::Gemini,
                     model: model.clone(),
                 };
-                (Op::GeminiNative { stream }, None, None, vec![only], false)
+                (Op::GeminiNative { stream }, false, None, vec![only], false)
             }
             _ => {
                 return Err(GatewayError::NotFound {
@@ -756,6 +762,17 @@ impl Gateway {
         let needs_estimate = candidates.len() > 1
             && cfg.routing.strategy == Strategy::CostOptimized
             || cfg.security.rate_limiting_enabled && access_key.is_some_and(|k| k.tpm.is_some());
+        // The whole tree, parsed at most once and only when something needs it (a cache hit
+        // on bytes seen before does not).
+        let parse = || {
+            serde_json::from_slice::<Value>(&body)
+                .map_err(|e| GatewayError::bad_request(e.to_string()))
+        };
+        let mut parsed = if needs_tree && needs_estimate {
+            Some(parse()?)
+        } else {
+            None
+        };
         let estimate = parsed
             .as_ref()
             .filter(|_| needs_estimate)
@@ -823,6 +840,28 @@ impl Gateway {
                 .as_ref()
                 .map(|v| cache::cache_key(route.label(), c.provider.name(), &c.model, &scope, v))
         };
+        // Exactly these bytes, for this caller and candidate, seen before: their canonical key
+        // is known without parsing the tree.
+        let raw_key = match (cacheable, with_keys.first()) {
+            (true, Some((c, _))) => Some(cache::raw_key(
+                route.label(),
+                c.provider.name(),
+                &c.model,
+                &scope,
+                &body,
+            )),
+            _ => None,
+        };
+        if let (Some(raw), true) = (&raw_key, policy.read) {
+            if let Some(key) = self.state.cache.canonical_for(raw) {
+                if let Some(hit) = self.lookup(&key, ctx).await {
+                    return self.answer_from_cache(session, ctx, hit, op).await;
+                }
+            }
+        }
+        if needs_tree && parsed.is_none() {
+            parsed = Some(parse()?);
+        }
         let primary_key = if cacheable {
             with_keys
                 .first()
@@ -830,6 +869,9 @@ impl Gateway {
         } else {
             None
         };
+        if let (Some(raw), Some(key)) = (&raw_key, &primary_key) {
+            self.state.cache.remember_canonical(raw, key);
+        }
         let mut leader = None;
         if let (Some(key), true) = (&primary_key, policy.read) {
             if let Some(hit) = self.lookup(key, ctx).await {
