@@ -394,7 +394,13 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     # A quick smoke run never replaces the published full-run results.
-    (ROOT / "loadtest" / ("RESULTS-quick.md" if args.quick else "RESULTS.md")).write_text(text)
+    out = ROOT / "loadtest" / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
+    # A hand-written analysis below this marker survives the next run.
+    marker = "\n## Analysis\n"
+    previous = out.read_text() if out.exists() else ""
+    if marker in previous:
+        text += marker + previous.split(marker, 1)[1]
+    out.write_text(text)
 
 
 if __name__ == "__main__":
