@@ -309,3 +309,15 @@ def test_compressed_sse_is_flushed_per_event(gw, mock):
     mock.release()
     t.join(15)
     assert b"[DONE]" in b"".join(seen)
+
+
+def test_a_gzip_stream_to_an_exact_origin_varies_on_both(mock, start_gateway):
+    """Both reasons the answer varies are named: the CORS origin and the encoding."""
+    cfg = provider_config(mock.url)
+    cfg["security"] = {"cors_origins": ["https://good.example"]}
+    g = start_gateway(cfg)
+    r = requests.post(g.url + "/v1/chat/completions", json=chat_body("vary", stream=True),
+                      headers={"Accept-Encoding": "gzip", "Origin": "https://good.example"}, timeout=10)
+    assert r.headers["content-encoding"] == "gzip"
+    vary = [v.strip().lower() for v in r.headers["vary"].split(",")]
+    assert "origin" in vary and "accept-encoding" in vary, vary
