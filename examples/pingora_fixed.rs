@@ -53,10 +53,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut server = Server::new(None).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(2)
-    });
+    // `NO_WORK_STEALING=1` runs it like the gateway's default (`server.work_stealing: false`).
+    let conf = pingora::server::configuration::ServerConf {
+        work_stealing: std::env::var_os("NO_WORK_STEALING").is_none(),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = http_proxy_service(&server.configuration, Fixed { body });
     proxy.add_tcp(&listen);

@@ -15,6 +15,7 @@ use std::sync::Arc;
 pub fn build(config: Config, source: ConfigSource) -> Result<Server, String> {
     let conf = ServerConf {
         threads: config.server.threads,
+        work_stealing: config.server.work_stealing,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()

@@ -138,6 +138,10 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Pingora worker threads for the proxy service.
     pub threads: usize,
+    /// Tokio work stealing between those threads. Off, each thread runs its own
+    /// single-threaded runtime and keeps the connections it accepted, which costs less per
+    /// request; on, a busy thread's connections can move to an idle one.
+    pub work_stealing: bool,
     /// How long SIGTERM waits for in-flight requests and streams.
     #[serde(rename = "grace_period_seconds", serialize_with = "as_secs")]
     pub grace_period: Duration,
@@ -359,6 +363,7 @@ fn server(v: Option<&Value>, p: &mut Problems) -> ServerConfig {
             "max_concurrent_requests",
             "request_timeout",
             "threads",
+            "work_stealing",
             "grace_period_seconds",
         ],
         p,
@@ -398,6 +403,7 @@ fn server(v: Option<&Value>, p: &mut Problems) -> ServerConfig {
             p,
         )),
         threads: f.integer("threads", "a number", 1, p) as usize,
+        work_stealing: f.boolean("work_stealing", false, p),
         grace_period: Duration::from_secs(f.integer(
             "grace_period_seconds",
             "a number of seconds",

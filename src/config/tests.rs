@@ -86,6 +86,7 @@ server:
   max_concurrent_requests: 50
   request_timeout: 5000
   threads: 2
+  work_stealing: true
   grace_period_seconds: 5
 auth:
   mode: gateway
@@ -140,6 +141,12 @@ logging:
         ],
     );
     assert_eq!(c.server.port, 9090);
+    assert_eq!(c.server.threads, 2);
+    assert!(c.server.work_stealing);
+    assert!(
+        !ok("", &[]).server.work_stealing,
+        "per-thread runtimes by default"
+    );
     assert!(c.server.tls.is_some());
     assert_eq!(c.server.request_timeout, Duration::from_millis(5000));
     assert_eq!(c.auth.keys.len(), 2);

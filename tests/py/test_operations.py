@@ -211,3 +211,39 @@ def test_tls_listener_with_a_verified_certificate(mock, start_gateway, tmp_path)
     import socket
     with socket.create_connection(("127.0.0.1", g.port)) as raw, ctx.wrap_socket(raw, server_hostname="localhost") as s:
         assert s.selected_alpn_protocol() == "h2"
+
+
+@pytest.mark.parametrize("work_stealing", [False, True])
+def test_two_worker_threads_in_either_runtime_answer_each_request_its_own(mock, start_gateway, work_stealing):
+    """`server.threads: 2` with per-thread runtimes (the default) or work stealing: concurrent
+    requests, plain and streamed, OpenAI and Gemini-translated, each get their own answer."""
+    mock.configure(chunk_delay_ms=5, chunks=5)
+    cfg = provider_config(mock.url, server={"threads": 2, "work_stealing": work_stealing})
+    g = start_gateway(cfg)
+    results = {}
+
+    def one(i):
+        model = "gemini-2.0-flash" if i % 2 else "gpt-4o-mini"
+        body = {"model": model, "stream": i % 3 == 0, "messages": [{"role": "user", "content": f"request {i}"}]}
+        r = requests.post(g.url + "/v1/chat/completions", json=body, timeout=30)
+        if body["stream"]:
+            text = "".join(
+                json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                for line in r.text.splitlines()
+                if line.startswith("data: {") and json.loads(line[6:])["choices"]
+            )
+        else:
+            text = r.json()["choices"][0]["message"]["content"]
+        results[i] = (r.status_code, text)
+
+    workers = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    assert len(results) == 40
+    for i, (status, text) in results.items():
+        assert status == 200, (i, status, text)
+        assert re.search(rf"request {i}\b", text), (i, text)
+    m = requests.get(g.url + "/metrics", timeout=5).text
+    assert metric(m, "gateway_requests_total", route="chat_completions", status="200") == 40
