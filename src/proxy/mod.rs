@@ -165,6 +165,29 @@ impl ProxyHttp for Gateway {
             .add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(5));
     }
 
+    /// A client that accepts no coding the compression module produces (most API clients send
+    /// no `Accept-Encoding`, or `identity`) gets the module switched off here, before it parses
+    /// the header and matches the content type of every answer.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let values = session
+            .req_header()
+            .headers
+            .get_all(http::header::ACCEPT_ENCODING);
+        if !respond::may_accept_compression(values.iter().map(|v| v.as_bytes())) {
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<pingora::modules::http::compression::ResponseCompression>()
+            {
+                c.adjust_level(0);
+            }
+        }
+        Ok(())
+    }
+
     /// Runs first for every request and answers it completely.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         self.handle(session, ctx).await;
@@ -349,20 +372,6 @@ impl Gateway {
     async fn handle(&self, session: &mut Session, ctx: &mut Ctx) {
         ctx.start = Instant::now();
         ctx.request_id = RequestId::for_request(session);
-        // A client that accepts no encoding gets none: the compression module is switched off
-        // rather than asked to decide (a content-type match) on every answer.
-        if !session
-            .req_header()
-            .headers
-            .contains_key(http::header::ACCEPT_ENCODING)
-        {
-            if let Some(c) = session
-                .downstream_modules_ctx
-                .get_mut::<pingora::modules::http::compression::ResponseCompression>()
-            {
-                c.adjust_level(0);
-            }
-        }
         let rt = self.state.runtime.load_full();
         let route = {
             let req = session.req_header();

@@ -227,6 +227,19 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     })
 }
 
+/// Whether `Accept-Encoding` values may name a coding Pingora's compression module produces
+/// (gzip, br, zstd, dcb, dcz, or an empty value). It errs towards yes: the module then parses
+/// the header exactly; a no lets the gateway switch the module off before it parses anything.
+pub fn may_accept_compression<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+    const CODINGS: [&[u8]; 5] = [b"gzip", b"br", b"zstd", b"dcb", b"dcz"];
+    values.any(|v| {
+        v.iter().all(u8::is_ascii_whitespace)
+            || CODINGS
+                .iter()
+                .any(|c| v.windows(c.len()).any(|w| w.eq_ignore_ascii_case(c)))
+    })
+}
+
 /// Gzip for SSE that flushes after every event: Pingora's compression module would hold
 /// events back until its buffer fills, which breaks streaming, so streams bypass it.
 pub struct StreamGzip(flate2::write::GzEncoder<Vec<u8>>);
@@ -273,5 +286,26 @@ impl StreamGzip {
     /// The gzip trailer.
     pub fn finish(self) -> Bytes {
         Bytes::from(self.0.finish().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_accept_compression;
+
+    fn accepts(values: &[&str]) -> bool {
+        may_accept_compression(values.iter().map(|v| v.as_bytes()))
+    }
+
+    #[test]
+    fn only_codings_the_compression_module_produces_keep_it_on() {
+        assert!(!accepts(&[]), "no header");
+        assert!(!accepts(&["identity"]));
+        assert!(!accepts(&["deflate, identity;q=0.5"]));
+        assert!(accepts(&["gzip"]));
+        assert!(accepts(&["GZip;q=1.0"]));
+        assert!(accepts(&["deflate", "br"]), "any of several headers");
+        assert!(accepts(&["gzip, deflate, br, zstd"]));
+        assert!(accepts(&[""]), "an empty value means any coding");
     }
 }

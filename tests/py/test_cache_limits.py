@@ -288,6 +288,15 @@ def test_responses_are_compressed_when_accepted(gw, mock):
     assert r.json()["choices"][0]["message"]["content"].startswith("Mock reply to:")
 
 
+@pytest.mark.parametrize("accept, coding", [("br", "br"), ("zstd, gzip;q=0.5", "zstd"), ("identity", None), ("deflate", None)])
+def test_each_accepted_coding_and_none_for_the_rest(gw, mock, accept, coding):
+    r = requests.post(gw.url + "/v1/chat/completions", json=chat_body("compress " * 200), headers={"Accept-Encoding": accept}, timeout=10)
+    assert r.status_code == 200
+    assert r.headers.get("content-encoding") == coding, r.headers
+    if coding is None:
+        assert r.json()["choices"][0]["message"]["content"].startswith("Mock reply to:")
+
+
 def test_compressed_sse_is_flushed_per_event(gw, mock):
     mock.faults({"action": "hold", "path_contains": "/chat/completions"})
     got = threading.Event()
