@@ -625,11 +625,6 @@ impl Gateway {
             .as_ref()
             .and_then(|id| cfg.auth.keys.iter().find(|k| &k.id == id));
         let req = session.req_header();
-        let path_and_query = req
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_default();
         let query_key = req
             .uri
             .query()
@@ -651,8 +646,6 @@ impl Gateway {
             query_key,
             access_is_authorization,
         );
-        let method = req.method.clone();
-        let forward_headers = forwardable(req);
         let header = |name: http::HeaderName| {
             req.headers
                 .get(name)
@@ -737,7 +730,7 @@ impl Gateway {
             Route::OpenAiPassthrough => {
                 if cfg.provider(ProviderKind::OpenAi).is_none() {
                     return Err(GatewayError::NotFound {
-                        path: path_and_query,
+                        path: path_and_query(session),
                     });
                 }
                 let only = Candidate {
@@ -761,7 +754,7 @@ impl Gateway {
             }
             _ => {
                 return Err(GatewayError::NotFound {
-                    path: path_and_query,
+                    path: path_and_query(session),
                 })
             }
         };
@@ -920,15 +913,17 @@ impl Gateway {
             return Err(GatewayError::Overloaded);
         };
         let keep = primary_key.is_some() && policy.write;
+        // Read only now: a cache hit needs none of these.
+        let req = session.req_header();
         let job = Job {
             op,
-            method,
-            path_and_query,
+            method: req.method.clone(),
+            path_and_query: path_and_query(session),
             body,
             parsed,
             requested_model,
             candidates: with_keys,
-            forward_headers,
+            forward_headers: forwardable(req),
             keep,
         };
         let outcome = relay::run(&self.state, rt, session, ctx, &job).await;
@@ -1052,6 +1047,15 @@ fn cors_origin(allowed: &[String], session: &Session, ctx: &mut Ctx) {
     } else if allowed.iter().any(|a| a == "*") {
         ctx.cors_origin = Some("*".into());
     }
+}
+
+fn path_and_query(session: &Session) -> String {
+    session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default()
 }
 
 /// Client headers that are part of the provider APIs and safe to forward.
