@@ -23,6 +23,9 @@ impl ProxyHttp for Passthrough {
     }
 }
 
+#[path = "common/mod.rs"]
+mod common;
+
 pub fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
@@ -33,13 +36,7 @@ pub fn main() {
         eprintln!("UPSTREAM_ADDR must be ip:port");
         std::process::exit(2);
     };
-    // `NO_WORK_STEALING=1` runs it like the gateway's default (`server.work_stealing: false`).
-    let conf = pingora::server::configuration::ServerConf {
-        work_stealing: std::env::var_os("NO_WORK_STEALING").is_none(),
-        ..Default::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+    let mut server = common::server();
     let mut proxy = http_proxy_service(&server.configuration, Passthrough { upstream });
     proxy.add_tcp(&listen);
     server.add_service(proxy);

@@ -40,6 +40,9 @@ impl ProxyHttp for Fixed {
     }
 }
 
+#[path = "common/mod.rs"]
+mod common;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(file)) = (args.next(), args.next()) else {
@@ -53,13 +56,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // `NO_WORK_STEALING=1` runs it like the gateway's default (`server.work_stealing: false`).
-    let conf = pingora::server::configuration::ServerConf {
-        work_stealing: std::env::var_os("NO_WORK_STEALING").is_none(),
-        ..Default::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+    let mut server = common::server();
     let mut proxy = http_proxy_service(&server.configuration, Fixed { body });
     proxy.add_tcp(&listen);
     server.add_service(proxy);
