@@ -145,6 +145,17 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for in-flight requests and streams.
     #[serde(rename = "grace_period_seconds", serialize_with = "as_secs")]
     pub grace_period: Duration,
+    /// Largest request header block a client may send. Without a bound, a client holding
+    /// many connections open with huge unfinished headers makes the gateway buffer them all.
+    pub max_header_bytes: usize,
+    /// Longest time a client may take to send a whole request header, so a client dribbling
+    /// one header line at a time cannot hold a connection forever.
+    #[serde(serialize_with = "as_millis")]
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept before it is closed; each one holds
+    /// buffers, so idle connections must not accumulate without bound.
+    #[serde(serialize_with = "as_millis")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -277,6 +288,12 @@ pub const ENV_VARS: &[&str] = &[
     "LOG_FORMAT",
 ];
 
+/// 64 KiB: what common servers accept for a whole request header block (nginx's
+/// `large_client_header_buffers` allows 4 × 8 KiB by default), far above any real client's.
+const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Below this even an ordinary request with a bearer key and a few SDK headers would be refused.
+const MIN_MAX_HEADER_BYTES: usize = 1024;
+
 const OPENAI_DEFAULT_URL: &str = "https://api.openai.com/v1";
 const GEMINI_DEFAULT_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
 
@@ -365,6 +382,9 @@ fn server(v: Option<&Value>, p: &mut Problems) -> ServerConfig {
             "threads",
             "work_stealing",
             "grace_period_seconds",
+            "max_header_bytes",
+            "header_timeout",
+            "idle_timeout",
         ],
         p,
     );
@@ -408,6 +428,24 @@ fn server(v: Option<&Value>, p: &mut Problems) -> ServerConfig {
             "grace_period_seconds",
             "a number of seconds",
             30,
+            p,
+        )),
+        max_header_bytes: f.integer(
+            "max_header_bytes",
+            "a number of bytes",
+            DEFAULT_MAX_HEADER_BYTES as u64,
+            p,
+        ) as usize,
+        header_timeout: Duration::from_millis(f.integer(
+            "header_timeout",
+            "a number of milliseconds",
+            10_000,
+            p,
+        )),
+        idle_timeout: Duration::from_millis(f.integer(
+            "idle_timeout",
+            "a number of milliseconds",
+            60_000,
             p,
         )),
     }
@@ -868,6 +906,18 @@ fn validate(c: &Config, p: &mut Problems) {
     }
     if c.server.request_timeout.is_zero() {
         p.error("server.request_timeout", "must be greater than 0");
+    }
+    if c.server.max_header_bytes < MIN_MAX_HEADER_BYTES {
+        p.error(
+            "server.max_header_bytes",
+            format!("must be at least {MIN_MAX_HEADER_BYTES}"),
+        );
+    }
+    if c.server.header_timeout.is_zero() {
+        p.error("server.header_timeout", "must be greater than 0");
+    }
+    if c.server.idle_timeout.is_zero() {
+        p.error("server.idle_timeout", "must be greater than 0");
     }
     if c.auth.require_auth_header && c.auth.keys.is_empty() {
         p.error(

@@ -458,3 +458,48 @@ fn an_unreadable_ca_file_is_named() {
         "{e:?}"
     );
 }
+
+#[test]
+fn connection_limits_have_safe_defaults() {
+    let s = ok("", &[]).server;
+    assert_eq!(s.max_header_bytes, 65536, "64 KiB header block by default");
+    assert_eq!(s.header_timeout, Duration::from_millis(10_000));
+    assert_eq!(s.idle_timeout, Duration::from_millis(60_000));
+}
+
+#[test]
+fn connection_limits_are_read_and_shown() {
+    let c = ok(
+        "server:\n  max_header_bytes: 2048\n  header_timeout: 1500\n  idle_timeout: 250\n",
+        &[],
+    );
+    assert_eq!(c.server.max_header_bytes, 2048);
+    assert_eq!(c.server.header_timeout, Duration::from_millis(1500));
+    assert_eq!(c.server.idle_timeout, Duration::from_millis(250));
+    let shown = c.redacted_json();
+    assert_eq!(shown["server"]["max_header_bytes"], 2048);
+    assert_eq!(
+        shown["server"]["header_timeout"], 1500,
+        "milliseconds, the unit the file uses"
+    );
+    assert_eq!(shown["server"]["idle_timeout"], 250);
+}
+
+#[test]
+fn connection_limits_are_validated() {
+    assert_eq!(
+        errors("server:\n  max_header_bytes: 1023\n  header_timeout: 0\n  idle_timeout: 0\n"),
+        vec![
+            "server.max_header_bytes: must be at least 1024",
+            "server.header_timeout: must be greater than 0",
+            "server.idle_timeout: must be greater than 0",
+        ]
+    );
+    assert_eq!(
+        ok("server:\n  max_header_bytes: 1024\n", &[])
+            .server
+            .max_header_bytes,
+        1024,
+        "the minimum itself is allowed"
+    );
+}
