@@ -31,39 +31,50 @@ pub struct PeerAddress {
 }
 
 impl PeerAddress {
+    /// Parses a `base_url`. The error says what is wrong without repeating the URL: config
+    /// errors are printed to terminals and logs, and a value in the wrong field may be a key.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let bad = || format!("expected an http:// or https:// URL, got {url:?}");
+        const SCHEME: &str = "must be an http:// or https:// URL";
+        const PORT: &str = "must have a port number from 0 to 65535 after the host";
         let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = url.strip_prefix("http://") {
             (false, r)
         } else {
-            return Err(bad());
+            return Err(SCHEME.into());
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        if authority.is_empty() || authority.contains('@') {
-            return Err(bad());
+        if authority.contains('@') {
+            return Err(
+                "must not carry credentials (user:password@): keys belong in api_key".into(),
+            );
+        }
+        let no_host = || "must name a host after the scheme".to_string();
+        if authority.is_empty() {
+            return Err(no_host());
         }
         let default_port = if tls { 443 } else { 80 };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(bad)?;
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| "has an IPv6 host without its closing ]".to_string())?;
             let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad())?,
+                Some(p) => p.parse().map_err(|_| PORT.to_string())?,
                 None if after.is_empty() => default_port,
-                None => return Err(bad()),
+                None => return Err(PORT.into()),
             };
             (h.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad())?),
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| PORT.to_string())?),
                 None => (authority.to_string(), default_port),
             }
         };
         if host.is_empty() {
-            return Err(bad());
+            return Err(no_host());
         }
         Ok(PeerAddress {
             tls,
@@ -287,10 +298,20 @@ impl ProviderPool {
 }
 
 /// The certificates of a PEM file, each checked to be a parsable X.509 certificate.
+///
+/// Errors do not repeat the path (the caller names the field it came from) nor any of the
+/// file's content: a `ca_file` pointing at the wrong file may point at a private key.
 pub fn pem_certificates(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     use base64::Engine;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file",
+            std::io::ErrorKind::PermissionDenied => "permission denied",
+            std::io::ErrorKind::InvalidData => "not a text file",
+            _ => "read error",
+        };
+        format!("cannot read the file ({why})")
+    })?;
     let mut out = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -301,18 +322,16 @@ pub fn pem_certificates(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> 
             let b64 = current.take().unwrap_or_default();
             let der = base64::engine::general_purpose::STANDARD
                 .decode(b64.as_bytes())
-                .map_err(|e| {
-                    format!("{}: a certificate is not valid base64: {e}", path.display())
-                })?;
+                .map_err(|_| "the file holds a certificate that is not valid base64".to_string())?;
             x509_parser::parse_x509_certificate(&der)
-                .map_err(|e| format!("{}: a certificate does not parse: {e}", path.display()))?;
+                .map_err(|_| "the file holds a certificate that is not valid X.509".to_string())?;
             out.push(der);
         } else if let Some(buf) = current.as_mut() {
             buf.push_str(line);
         }
     }
     if out.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
+        return Err("the file holds no PEM certificate".into());
     }
     Ok(out)
 }

@@ -121,15 +121,20 @@ pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, boo
     (out, missing)
 }
 
-/// How a value is named in an error: strings quoted, containers by kind.
-pub fn describe(v: &Value) -> String {
+/// How a value is named in an error: by its kind only, never by its content.
+///
+/// A value in the wrong field is often a secret in the wrong place (a key pasted under
+/// `timeout`, a `${VAR}` that expanded into the neighbouring field), and config errors reach
+/// terminals, CI logs and log collectors. The field path and the expected type are enough
+/// to fix the file.
+pub fn describe(v: &Value) -> &'static str {
     match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => format!("{s:?}"),
-        Value::Array(_) => "a list".into(),
-        Value::Object(_) => "a mapping".into(),
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
     }
 }
 
@@ -210,10 +215,11 @@ impl<'a> Fields<'a> {
         match self.raw(key) {
             None => default,
             Some(v) => parse_u64(v).unwrap_or_else(|| {
-                p.error(
-                    &self.path_of(key),
-                    format!("expected {what}, got {}", describe(v)),
-                );
+                let got = match v {
+                    Value::Number(_) => "a negative or fractional number",
+                    other => describe(other),
+                };
+                p.error(&self.path_of(key), format!("expected {what}, got {got}"));
                 default
             }),
         }
@@ -223,10 +229,11 @@ impl<'a> Fields<'a> {
         match self.raw(key) {
             None => default,
             Some(v) => parse_f64(v).unwrap_or_else(|| {
-                p.error(
-                    &self.path_of(key),
-                    format!("expected {what}, got {}", describe(v)),
-                );
+                let got = match v {
+                    Value::Number(_) => "a negative number",
+                    other => describe(other),
+                };
+                p.error(&self.path_of(key), format!("expected {what}, got {got}"));
                 default
             }),
         }
@@ -247,7 +254,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A string whose value must never be echoed, even in an error.
+    /// A string whose value is kept as given: empty means "not configured", and a scalar
+    /// YAML read as a number or boolean is refused rather than turned into a key.
     pub fn secret(&self, key: &str, p: &mut Problems) -> Option<String> {
         match self.raw(key) {
             None => None,
@@ -255,8 +263,7 @@ impl<'a> Fields<'a> {
             Some(Value::String(s)) => Some(s.clone()),
             Some(v) => {
                 let kind = match v {
-                    Value::Array(_) => "a list",
-                    Value::Object(_) => "a mapping",
+                    Value::Array(_) | Value::Object(_) => describe(v),
                     _ => "a scalar that is not a string (quote it)",
                 };
                 p.error(&self.path_of(key), format!("expected a string, got {kind}"));
@@ -283,11 +290,7 @@ impl<'a> Fields<'a> {
                 match found {
                     Some((_, t)) => *t,
                     None => {
-                        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-                        p.error(
-                            &self.path_of(key),
-                            format!("expected one of {}, got {}", names.join(", "), describe(v)),
-                        );
+                        p.error(&self.path_of(key), one_of(choices, v));
                         default
                     }
                 }
@@ -324,6 +327,21 @@ impl<'a> Fields<'a> {
                 None
             }
         }
+    }
+}
+
+/// "expected one of a, b, c": the allowed values are safe to list, the given one is not
+/// shown (see [`describe`]).
+pub fn expected_one_of<T>(choices: &[(&str, T)]) -> String {
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    format!("expected one of {}", names.join(", "))
+}
+
+/// [`expected_one_of`], naming a value of another kind than a string by its kind.
+pub fn one_of<T>(choices: &[(&str, T)], given: &Value) -> String {
+    match given {
+        Value::String(_) => expected_one_of(choices),
+        other => format!("{}, got {}", expected_one_of(choices), describe(other)),
     }
 }
 

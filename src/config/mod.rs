@@ -391,7 +391,7 @@ fn server(v: Option<&Value>, p: &mut Problems) -> ServerConfig {
     let f = Fields::new(m, "server");
     let port = f.integer("port", "a port number", 8080, p);
     if port > u16::MAX as u64 {
-        p.error("server.port", format!("expected a port number, got {port}"));
+        p.error("server.port", "expected a port number from 0 to 65535");
     }
     let tls = section(f.raw("tls"), "server.tls", &["cert", "key"], p).and_then(|t| {
         let tf = Fields::new(Some(t), "server.tls");
@@ -750,33 +750,38 @@ fn apply_env(c: &mut Config, env: &dyn Fn(&str) -> Option<String>, p: &mut Probl
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };
-    let number = |name: &str, p: &mut Problems| -> Option<u64> {
+    // Like the file's errors, these name the variable, the field it overrides and what it
+    // expects, never the value: a variable set to the wrong thing is often a key.
+    let number = |name: &str, field: &str, what: &str, p: &mut Problems| -> Option<u64> {
         let raw = get(name)?;
         match raw.parse::<u64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                p.error(name, format!("expected a whole number, got {raw:?}"));
+                p.error(&env_path(name, field), format!("expected {what}"));
                 None
             }
         }
     };
-    let boolean = |name: &str, p: &mut Problems| -> Option<bool> {
+    let boolean = |name: &str, field: &str, p: &mut Problems| -> Option<bool> {
         let raw = get(name)?;
         let parsed = parse_bool_str(&raw);
         if parsed.is_none() {
-            p.error(name, format!("expected true or false, got {raw:?}"));
+            p.error(
+                &env_path(name, field),
+                "expected true or false (also 1/0, yes/no, on/off)",
+            );
         }
         parsed
     };
     if let Some(host) = get("GATEWAY_HOST") {
         c.server.host = host;
     }
-    if let Some(port) = number("GATEWAY_PORT", p) {
+    if let Some(port) = number("GATEWAY_PORT", "server.port", PORT, p) {
         match u16::try_from(port) {
             Ok(port) => c.server.port = port,
             Err(_) => p.error(
-                "GATEWAY_PORT",
-                format!("expected a port number, got {port}"),
+                &env_path("GATEWAY_PORT", "server.port"),
+                format!("expected {PORT}"),
             ),
         }
     }
@@ -795,22 +800,37 @@ fn apply_env(c: &mut Config, env: &dyn Fn(&str) -> Option<String>, p: &mut Probl
             provider.api_key = Some(Secret::new(key));
         }
     }
-    if let Some(b) = boolean("CACHE_ENABLED", p) {
+    if let Some(b) = boolean("CACHE_ENABLED", "cache.enabled", p) {
         c.cache.enabled = b;
     }
-    if let Some(b) = boolean("RATE_LIMITING_ENABLED", p) {
+    if let Some(b) = boolean("RATE_LIMITING_ENABLED", "security.rate_limiting_enabled", p) {
         c.security.rate_limiting_enabled = b;
     }
-    if let Some(b) = boolean("CORS_ENABLED", p) {
+    if let Some(b) = boolean("CORS_ENABLED", "security.cors_enabled", p) {
         c.security.cors_enabled = b;
     }
-    if let Some(n) = number("MAX_CONCURRENT_REQUESTS", p) {
+    if let Some(n) = number(
+        "MAX_CONCURRENT_REQUESTS",
+        "server.max_concurrent_requests",
+        "a whole number",
+        p,
+    ) {
         c.server.max_concurrent_requests = n as usize;
     }
-    if let Some(n) = number("REQUEST_TIMEOUT", p) {
+    if let Some(n) = number(
+        "REQUEST_TIMEOUT",
+        "server.request_timeout",
+        "a whole number of milliseconds",
+        p,
+    ) {
         c.server.request_timeout = Duration::from_millis(n);
     }
-    if let Some(n) = number("HEALTH_CHECK_INTERVAL_MS", p) {
+    if let Some(n) = number(
+        "HEALTH_CHECK_INTERVAL_MS",
+        "routing.health_check_interval_ms",
+        "a whole number of milliseconds",
+        p,
+    ) {
         c.routing.health_check_interval = Duration::from_millis(n);
     }
     if let Some(url) = get("REDIS_URL") {
@@ -827,8 +847,8 @@ fn apply_env(c: &mut Config, env: &dyn Fn(&str) -> Option<String>, p: &mut Probl
         match LEVELS.iter().find(|(n, _)| n.eq_ignore_ascii_case(&level)) {
             Some((_, l)) => c.logging.level = *l,
             None => p.error(
-                "LOG_LEVEL",
-                format!("expected one of debug, info, warn, error, got {level:?}"),
+                &env_path("LOG_LEVEL", "logging.level"),
+                file::expected_one_of(LEVELS),
             ),
         }
     }
@@ -839,11 +859,18 @@ fn apply_env(c: &mut Config, env: &dyn Fn(&str) -> Option<String>, p: &mut Probl
         {
             Some((_, f)) => c.logging.format = *f,
             None => p.error(
-                "LOG_FORMAT",
-                format!("expected one of json, text, got {format:?}"),
+                &env_path("LOG_FORMAT", "logging.format"),
+                file::expected_one_of(FORMATS),
             ),
         }
     }
+}
+
+const PORT: &str = "a port number from 0 to 65535";
+
+/// How an environment override is named in an error: the variable and the field it sets.
+fn env_path(name: &str, field: &str) -> String {
+    format!("{name} (overrides {field})")
 }
 
 fn apply_flags(c: &mut Config, flags: &Overrides) {
@@ -875,6 +902,7 @@ fn validate(c: &Config, p: &mut Problems) {
         }
         if let Some(ca) = &provider.ca_file {
             if let Err(e) = crate::upstream::pem_certificates(ca) {
+                // The message names the problem, not the path: it is the field's own value.
                 p.error(&format!("{path}.ca_file"), e);
             }
         }
@@ -890,7 +918,7 @@ fn validate(c: &Config, p: &mut Problems) {
             if !ok {
                 p.error(
                     &format!("routing.models.{name}[{i}]"),
-                    format!("expected provider/model with provider openai or gemini, got {cand:?}"),
+                    "expected provider/model with provider openai or gemini",
                 );
             }
         }

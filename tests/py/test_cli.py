@@ -44,16 +44,16 @@ providers:
     assert r.returncode == 2
     assert r.stderr.splitlines() == [
         "auth.modee: unknown field (expected one of: mode, allow_client_keys, require_auth_header, keys)",
-        "auth.mode: expected one of gateway, client, hybrid, got \"sso\"",
-        "providers.openai.timeout: expected a number of milliseconds, got \"abc\"",
-        "cache.enabled: expected true or false, got \"maybe\"",
+        "auth.mode: expected one of gateway, client, hybrid",
+        "providers.openai.timeout: expected a number of milliseconds, got a string",
+        "cache.enabled: expected true or false, got a string",
     ], r.stderr
 
 
 def test_a_bad_environment_variable_is_named(tmp_path):
     r = run(["--check"], env={"GATEWAY_PORT": "eighty"}, config_text="", tmp_path=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip() == 'GATEWAY_PORT: expected a whole number, got "eighty"'
+    assert r.stderr.strip() == "GATEWAY_PORT (overrides server.port): expected a port number from 0 to 65535"
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path):
