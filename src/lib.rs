@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod providers {
@@ -16,6 +17,7 @@ pub mod providers {
 }
 pub mod proxy;
 pub mod ratelimit;
+pub mod redact;
 pub mod routes;
 pub mod routing;
 pub mod server;

@@ -85,11 +85,68 @@ fn serves(config: &Config, provider: ProviderKind, model: &str) -> bool {
     }
 }
 
-/// Resolves a requested model. An explicit model never moves to another provider.
+/// The longest model name accepted; real ones are well under 100 characters.
+pub const MODEL_NAME_MAX: usize = 256;
+
+/// Checks a model name before it can reach an upstream path or body: 1–256 characters of
+/// letters, digits and `. _ - : @ +`, not starting with a dot. Gemini puts the model in the
+/// URL path (`models/{model}:generateContent`), where a `/`, `?`, `#`, `%` or `..` would
+/// change which resource the gateway's key is sent to; OpenAI fine-tune ids use `:` (which
+/// Gemini names never do, and which would split Gemini's `model:method` segment).
+pub fn check_model_name(model: &str, provider: ProviderKind) -> Result<(), GatewayError> {
+    let bad = |why: &str| GatewayError::BadRequest {
+        message: format!("Invalid model name: {why}."),
+        param: Some("model".into()),
+    };
+    if model.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if model.len() > MODEL_NAME_MAX {
+        return Err(bad(&format!(
+            "it is longer than {MODEL_NAME_MAX} characters"
+        )));
+    }
+    if model.starts_with('.') {
+        return Err(bad("it may not start with a dot"));
+    }
+    let allowed =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@' | b'+');
+    if !model.bytes().all(allowed) {
+        return Err(bad(
+            "only letters, digits and the characters . _ - : @ + are allowed",
+        ));
+    }
+    if provider == ProviderKind::Gemini && model.contains(':') {
+        return Err(bad("Gemini model names cannot contain ':'"));
+    }
+    Ok(())
+}
+
+/// Resolves a requested model. An explicit model never moves to another provider. Every
+/// candidate's upstream model name has passed [`check_model_name`].
 pub fn resolve(config: &Config, requested: &str) -> Result<Resolution, GatewayError> {
+    let resolution = resolve_unchecked(config, requested)?;
+    for c in &resolution.candidates {
+        check_model_name(&c.model, c.provider)?;
+    }
+    Ok(resolution)
+}
+
+fn resolve_unchecked(config: &Config, requested: &str) -> Result<Resolution, GatewayError> {
     let not_found = || GatewayError::ModelNotFound {
         model: requested.to_string(),
     };
+    // A name no provider could be asked for is a 400 naming the field, not a 404 that echoes it.
+    if requested.len() > MODEL_NAME_MAX + 16
+        || requested
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80)
+    {
+        return Err(GatewayError::BadRequest {
+            message: "Invalid model name: only letters, digits and the characters . _ - : @ + are allowed.".into(),
+            param: Some("model".into()),
+        });
+    }
     if let Some(list) = config.routing.models.get(requested) {
         let candidates: Vec<Candidate> = list
             .iter()
@@ -113,9 +170,10 @@ pub fn resolve(config: &Config, requested: &str) -> Result<Resolution, GatewayEr
     }
     if let Some((prov, model)) = requested.split_once('/') {
         if let Some(provider) = ProviderKind::from_name(prov) {
-            if config.provider(provider).is_none() || model.is_empty() {
+            if config.provider(provider).is_none() {
                 return Err(not_found());
             }
+            check_model_name(model, provider)?;
             return Ok(Resolution {
                 candidates: vec![Candidate {
                     provider,
@@ -250,6 +308,35 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn model_names_that_could_change_an_upstream_path_are_refused() {
+        let c = config("");
+        for name in [
+            "gemini/../../v1beta/cachedContents?",
+            "gemini/gemini-2.0-flash?key=evil#",
+            "gemini/a/b",
+            "gemini/gemini-2.0-flash:evil",
+            "gemini/..",
+            "gemini/",
+            "gpt-4o mini",
+            "gpt-4o%2Fx",
+            "gpt-4o\nx",
+            &"g".repeat(300),
+        ] {
+            let err = resolve(&c, name).unwrap_err();
+            assert!(
+                matches!(&err, GatewayError::BadRequest { param: Some(p), .. } if p == "model"),
+                "{name:?} must be a 400 naming `model`, got {err:?}"
+            );
+        }
+        assert!(
+            resolve(&c, "openai/ft:gpt-4o-mini:org::id").is_ok(),
+            "fine-tune ids keep their colons"
+        );
+        assert!(resolve(&c, "gemini/gemini-2.5-flash-lite").is_ok());
+        assert!(resolve(&c, "gpt-4.1-mini").is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::control::{self, ConfigSource, Control};
+use crate::guard::{Guarded, Limits};
 use crate::logging::targets;
 use crate::proxy::Gateway;
 use crate::state::{Runtime, State};
@@ -10,6 +11,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::GenBackgroundService;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Builds the server ready to run; `Err` names what could not be set up.
 pub fn build(config: Config, source: ConfigSource) -> Result<Server, String> {
@@ -31,6 +33,11 @@ pub fn build(config: Config, source: ConfigSource) -> Result<Server, String> {
     let threads = config.server.threads;
     let grace = config.server.grace_period;
     let tls = config.server.tls.clone();
+    let limits = Limits {
+        max_header_bytes: config.server.max_header_bytes,
+        header_timeout: config.server.header_timeout,
+        idle_timeout: config.server.idle_timeout,
+    };
     let runtime = Runtime::new(config);
     if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -48,10 +55,20 @@ pub fn build(config: Config, source: ConfigSource) -> Result<Server, String> {
         "control".into(),
         Arc::new(control),
     ));
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway { state },
-        "llm-gateway",
+    server.add_service(GenBackgroundService::new(
+        "stream-stopper".into(),
+        Arc::new(StreamStopper {
+            state: state.clone(),
+            grace,
+        }),
+    ));
+    let app = pingora::proxy::http_proxy(&server.configuration, Gateway { state });
+    let mut proxy = pingora::services::listening::Service::new(
+        "llm-gateway".to_string(),
+        Guarded {
+            inner: Arc::new(app),
+            limits,
+        },
     );
     match tls {
         Some(tls) => {
@@ -68,4 +85,41 @@ pub fn build(config: Config, source: ConfigSource) -> Result<Server, String> {
     server.add_service(proxy);
     log::info!(target: targets::SERVER, "llm-gateway {} listening on {listen}", env!("CARGO_PKG_VERSION"));
     Ok(server)
+}
+
+/// Ends answers still streaming shortly before the drain grace period runs out (the control
+/// service exits the process then): each gets an error event and a clean end of body rather
+/// than a connection cut mid-chunk. Between bursts it also hands freed memory back to the
+/// system, so RSS falls after many connections close.
+struct StreamStopper {
+    state: Arc<State>,
+    grace: Duration,
+}
+
+/// How often freed allocator pages are returned to the system.
+const PURGE_EVERY: Duration = Duration::from_secs(5);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for StreamStopper {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut purge = tokio::time::interval(PURGE_EVERY);
+        loop {
+            tokio::select! {
+                _ = purge.tick() => crate::guard::purge_freed_memory(),
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Leave the streams enough of the grace period to write their last event.
+        let margin = (self.grace / 4).min(Duration::from_millis(500));
+        tokio::time::sleep(self.grace.saturating_sub(margin)).await;
+        log::info!(target: targets::SERVER, "drain grace period ending: closing the answers still streaming");
+        self.state.stopping.send_replace(true);
+    }
 }

@@ -2,7 +2,7 @@
 //! reload), the upstream connection pool, and counters.
 
 use crate::cache::ResponseCache;
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, ProviderKind, Secret};
 use crate::ratelimit::RateLimiter;
 use crate::upstream::ProviderPool;
 use arc_swap::ArcSwap;
@@ -11,11 +11,15 @@ use pingora::connectors::ConnectorOptions;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// One consistent view of config and pools; a request loads it once and keeps it.
 pub struct Runtime {
     pub config: Arc<Config>,
     pub pools: BTreeMap<ProviderKind, Arc<ProviderPool>>,
+    /// Every provider key the gateway holds (provider and endpoint keys): redacted from any
+    /// upstream text before it reaches a client or a log line.
+    pub gateway_keys: Vec<Secret>,
 }
 
 impl Runtime {
@@ -24,9 +28,21 @@ impl Runtime {
             .into_iter()
             .filter_map(|kind| ProviderPool::new(kind, &config).map(|p| (kind, Arc::new(p))))
             .collect();
+        let pools: BTreeMap<ProviderKind, Arc<ProviderPool>> = pools;
+        let mut gateway_keys: Vec<Secret> = Vec::new();
+        for pool in pools.values() {
+            for peer in &pool.peers {
+                if let Some(k) = &peer.api_key {
+                    if !gateway_keys.contains(k) {
+                        gateway_keys.push(k.clone());
+                    }
+                }
+            }
+        }
         Runtime {
             config: Arc::new(config),
             pools,
+            gateway_keys,
         }
     }
 }
@@ -42,6 +58,9 @@ pub struct State {
     pub connector: Connector,
     /// Proxied requests in flight (health and metrics are not counted).
     pub inflight: AtomicUsize,
+    /// Turns true shortly before the drain grace period ends: answers still streaming then
+    /// end with an error event and a clean end of body instead of being cut mid-chunk.
+    pub stopping: watch::Sender<bool>,
 }
 
 impl State {
@@ -56,6 +75,7 @@ impl State {
             runtime: ArcSwap::from_pointee(runtime),
             connector: Connector::new(Some(ConnectorOptions::new(256))),
             inflight: AtomicUsize::new(0),
+            stopping: watch::Sender::new(false),
         }
     }
 }

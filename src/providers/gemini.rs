@@ -736,8 +736,21 @@ pub fn chat_request(openai: &Value, model: &str) -> Result<ChatTranslation> {
     })
 }
 
+/// A model name as one URL path segment. Names are checked before they get here
+/// (`routing::check_model_name`); encoding anything outside RFC 3986's unreserved set keeps
+/// the path right even if a caller forgot.
+pub fn model_segment(model: &str) -> percent_encoding::PercentEncode<'_> {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(model, SEGMENT)
+}
+
 /// Path after the configured base URL (which ends in /v1 or /v1beta).
 pub fn chat_path(model: &str, stream: bool) -> String {
+    let model = model_segment(model);
     if stream {
         format!("models/{model}:streamGenerateContent?alt=sse")
     } else {
@@ -1636,6 +1649,11 @@ impl StreamTranslator {
         self.usage.as_ref().map(usage_of)
     }
 
+    /// Input bytes held while waiting for the end of an event (the caller bounds it).
+    pub fn pending_bytes(&self) -> usize {
+        self.parser.pending_bytes()
+    }
+
     fn fail_with(&mut self, message: &str, kind: &str, code: Option<&str>, out: &mut Vec<u8>) {
         out.extend_from_slice(b"data: ");
         write_error(out, message, kind, code);
@@ -1934,6 +1952,7 @@ fn embed_input(openai: &Value) -> Result<(EmbedInput<'_>, Option<u64>, bool)> {
 /// OpenAI /v1/embeddings body → (path suffix after base URL, Gemini body). One string → embedContent; a list → batchEmbedContents.
 pub fn embeddings_request(openai: &Value, model: &str) -> Result<(String, Vec<u8>)> {
     let (input, dims, _) = embed_input(openai)?;
+    let segment = model_segment(model).to_string();
     let one = |model: Option<&'static str>, text| EmbedRequest {
         model,
         content: EmbedContent {
@@ -1944,7 +1963,7 @@ pub fn embeddings_request(openai: &Value, model: &str) -> Result<(String, Vec<u8
     let body = match input {
         EmbedInput::One(text) => {
             let body = serde_json::to_vec(&one(None, text));
-            (format!("models/{model}:embedContent"), body)
+            (format!("models/{segment}:embedContent"), body)
         }
         EmbedInput::Many(texts) => {
             let name = format!("models/{model}");
@@ -1959,7 +1978,7 @@ pub fn embeddings_request(openai: &Value, model: &str) -> Result<(String, Vec<u8
                 })
                 .collect();
             let body = serde_json::to_vec(&BatchEmbedRequest { requests });
-            (format!("models/{model}:batchEmbedContents"), body)
+            (format!("models/{segment}:batchEmbedContents"), body)
         }
     };
     Ok((body.0, body.1.map_err(|e| no_param(e.to_string()))?))

@@ -15,6 +15,7 @@
 //! was read before choosing the peer — and the model that chooses the peer is in the body.
 
 mod deliver;
+mod pump;
 mod relay;
 pub mod respond;
 
@@ -78,6 +79,8 @@ pub struct Ctx {
     pub cors_origin: Option<String>,
     /// Whether that origin was matched exactly (credentials may then be allowed).
     pub cors_exact: bool,
+    /// The request body has been read (or its reading failed).
+    pub body_read: bool,
 }
 
 impl Default for Ctx {
@@ -104,6 +107,7 @@ impl Default for Ctx {
             rate: None,
             cors_origin: None,
             cors_exact: false,
+            body_read: false,
         }
     }
 }
@@ -168,11 +172,20 @@ impl ProxyHttp for Gateway {
     /// A client that accepts no coding the compression module produces (most API clients send
     /// no `Accept-Encoding`, or `identity`) gets the module switched off here, before it parses
     /// the header and matches the content type of every answer.
+    ///
+    /// Also sets the connection's keep-alive (`server.idle_timeout`; the guard in
+    /// [`crate::guard`] closes idle connections on time, Pingora's own timer must not cut them
+    /// sooner) and accepts pipelined requests, which Pingora answers in order.
     async fn early_request_filter(
         &self,
         session: &mut Session,
         _ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        if session.get_keepalive().is_some_and(|s| s != 0) {
+            let idle = self.state.runtime.load().config.server.idle_timeout;
+            session.set_keepalive(Some(idle.as_secs().max(1) + 1));
+        }
+        session.set_pipelining_enabled(true);
         let values = session
             .req_header()
             .headers
@@ -494,6 +507,11 @@ impl Gateway {
             | Route::GeminiNative { .. } => self.proxy(&rt, session, ctx, &route).await,
         };
         if let Err(e) = result {
+            if !ctx.body_read && declares_body(session.req_header()) {
+                // Answered before the body was read: the unread body must not be taken for
+                // the connection's next request, and draining it is not worth the wait.
+                session.set_keepalive(None);
+            }
             send_error(session, ctx, &e).await;
         }
     }
@@ -661,30 +679,9 @@ impl Gateway {
             (None, None)
         };
 
-        // Rate limits run before any upstream call; a 429 from here is never retried.
-        let caller = if cfg.security.rate_limiting_enabled {
-            caller_identity(ctx, &client_keys, session)
-        } else {
-            String::new()
-        };
-        if cfg.security.rate_limiting_enabled {
-            let limit = access_key
-                .and_then(|k| k.rate_limit_rpm)
-                .unwrap_or(cfg.security.rate_limit_rpm);
-            let decision = self.state.limiter.check_requests(&caller, limit).await;
-            let allowed = decision.allowed;
-            let retry_after_secs = decision.retry_after_secs;
-            ctx.rate = Some(decision);
-            if !allowed {
-                if let Some(m) = metrics::get() {
-                    m.rate_limited.with_label_values(&["requests"]).inc();
-                }
-                log::info!(target: targets::PROXY, "request {} rate limited ({} requests/min)", ctx.request_id, limit);
-                return Err(GatewayError::RateLimited { retry_after_secs });
-            }
-        }
-
-        let body = respond::read_body(session, cfg.server.max_body_bytes).await?;
+        let body = respond::read_body(session, cfg.server.max_body_bytes).await;
+        ctx.body_read = true;
+        let body = body?;
         let (op, needs_tree, requested_model, mut candidates, is_virtual) = match route {
             Route::ChatCompletions | Route::Embeddings => {
                 let head: Head =
@@ -810,6 +807,40 @@ impl Gateway {
             });
         }
 
+        // Rate limits run before any upstream call; a 429 from here is never retried. The
+        // caller is who pays for this request: its access key, else the client key that
+        // will actually be sent upstream, else its address — never a header that is unused.
+        let caller = if cfg.security.rate_limiting_enabled {
+            let used = with_keys
+                .first()
+                .and_then(|(_, k)| k.as_deref())
+                .filter(|k| {
+                    matches!(
+                        auth::upstream_key(&cfg.auth, Some(k), None),
+                        Some(auth::UpstreamKey::Client(_))
+                    )
+                });
+            caller_identity(ctx, used, session)
+        } else {
+            String::new()
+        };
+        if cfg.security.rate_limiting_enabled {
+            let limit = access_key
+                .and_then(|k| k.rate_limit_rpm)
+                .unwrap_or(cfg.security.rate_limit_rpm);
+            let decision = self.state.limiter.check_requests(&caller, limit).await;
+            let allowed = decision.allowed;
+            let retry_after_secs = decision.retry_after_secs;
+            ctx.rate = Some(decision);
+            if !allowed {
+                if let Some(m) = metrics::get() {
+                    m.rate_limited.with_label_values(&["requests"]).inc();
+                }
+                log::info!(target: targets::PROXY, "request {} rate limited ({} requests/min)", ctx.request_id, limit);
+                return Err(GatewayError::RateLimited { retry_after_secs });
+            }
+        }
+
         // Tokens per minute: reserved now from an estimate, settled with the real usage.
         let mut reservation = None;
         if let (true, Some(key), Some((input, output))) =
@@ -925,13 +956,16 @@ impl Gateway {
             candidates: with_keys,
             forward_headers: forwardable(req),
             keep,
+            client_secrets: client_secrets(&client_keys, req, &cfg.security.api_key_header),
         };
         let outcome = relay::run(&self.state, rt, session, ctx, &job).await;
 
         // Stored under the candidate that actually answered, so a failover answer is never
         // served as the primary's.
+        // Only an answer that parsed as what the route returns is stored: a garbage 200 must
+        // not be served again.
         if let (Some(body), true, Some(provider), Some(model)) = (
-            outcome.complete,
+            outcome.complete.filter(|b| is_storable(op, b)),
             ctx.status == 200,
             ctx.provider,
             ctx.model.clone(),
@@ -971,17 +1005,12 @@ impl Gateway {
 }
 
 /// Who the caller is for rate limits: the gateway key id, else a hash of the client's
-/// provider key, else the client's IP address.
-fn caller_identity(ctx: &Ctx, keys: &ClientKeys, session: &Session) -> String {
+/// provider key that this request sends upstream, else the client's IP address.
+fn caller_identity(ctx: &Ctx, used_client_key: Option<&str>, session: &Session) -> String {
     if let Some(id) = &ctx.key_id {
         return format!("key:{id}");
     }
-    if let Some(k) = keys
-        .bearer
-        .as_deref()
-        .or(keys.openai.as_deref())
-        .or(keys.gemini.as_deref())
-    {
+    if let Some(k) = used_client_key {
         return format!("client:{}", auth::key_fingerprint(k.as_bytes()));
     }
     let ip = session
@@ -990,6 +1019,46 @@ fn caller_identity(ctx: &Ctx, keys: &ClientKeys, session: &Session) -> String {
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     format!("ip:{ip}")
+}
+
+/// Whether a complete answer has the shape of the route's answer (a chat completion with
+/// choices, an embeddings list with data).
+fn is_storable(op: Op, body: &[u8]) -> bool {
+    use serde::de::IgnoredAny;
+    #[derive(Deserialize)]
+    struct Chat {
+        choices: Vec<IgnoredAny>,
+    }
+    #[derive(Deserialize)]
+    struct Embeddings {
+        data: Vec<IgnoredAny>,
+    }
+    match op {
+        Op::Chat { .. } => {
+            serde_json::from_slice::<Chat>(body).is_ok_and(|c| !c.choices.is_empty())
+        }
+        Op::Embeddings => {
+            serde_json::from_slice::<Embeddings>(body).is_ok_and(|e| !e.data.is_empty())
+        }
+        Op::OpenAiPassthrough | Op::GeminiNative { .. } => false,
+    }
+}
+
+/// The keys this request carries, to redact from anything an upstream sends back.
+fn client_secrets(
+    keys: &ClientKeys,
+    req: &pingora::http::RequestHeader,
+    access_header: &str,
+) -> Vec<String> {
+    let mut out: Vec<String> = [&keys.bearer, &keys.openai, &keys.gemini]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    if let Some(v) = req.headers.get(access_header).and_then(|v| v.to_str().ok()) {
+        out.push(v.trim().trim_start_matches("Bearer ").to_string());
+    }
+    out
 }
 
 /// Whose answers a cache entry belongs to: tenants never see each other's answers.
@@ -1047,6 +1116,16 @@ fn cors_origin(allowed: &[String], session: &Session, ctx: &mut Ctx) {
     } else if allowed.iter().any(|a| a == "*") {
         ctx.cors_origin = Some("*".into());
     }
+}
+
+/// Whether a request header announces a body (a length above zero, or chunked).
+fn declares_body(req: &pingora::http::RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 fn path_and_query(session: &Session) -> String {

@@ -3,6 +3,7 @@
 //! the client saw a byte, and relay the answer chunk by chunk (translated for Gemini).
 
 use super::deliver::{self, Answer, Outcome, Translate};
+use super::pump::StreamEnd;
 use super::respond::send_error;
 use super::Ctx;
 use crate::auth::UpstreamKey;
@@ -10,8 +11,10 @@ use crate::config::ProviderKind;
 use crate::error::GatewayError;
 use crate::logging::targets;
 use crate::providers::gemini;
+use crate::redact::Secrets;
 use crate::routing::Candidate;
 use crate::state::{Runtime, State};
+use crate::strategy::{self, FailureKind, Next};
 use crate::upstream::PeerInfo;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -26,8 +29,6 @@ use std::time::{Duration, Instant};
 /// The most upstream calls one request may make, whatever `retry_count` and the number of
 /// candidates say: a bound on cost when everything is failing.
 pub const MAX_ATTEMPTS: u32 = 8;
-/// A `Retry-After` longer than this moves on to another peer instead of waiting.
-const RETRY_AFTER_CAP: Duration = crate::strategy::RETRY_AFTER_CAP;
 /// Error bodies read from a failed attempt are cut here.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
@@ -64,6 +65,8 @@ pub struct Job {
     pub forward_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Keep the complete answer (the request is cacheable).
     pub keep: bool,
+    /// The client's keys and the access key it presented: redacted from upstream text.
+    pub client_secrets: Vec<String>,
 }
 
 /// A request body and path suffix ready for one candidate.
@@ -148,19 +151,33 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
                 .to_string(),
             native_root: false,
             body: job.body.clone(),
-            translate: Translate::Raw,
+            translate: Translate::Raw {
+                end: passthrough_stream_end(&job.path_and_query),
+            },
             stream: false,
         }),
         (ProviderKind::Gemini, Op::GeminiNative { stream }) => Ok(Prepared {
             suffix: strip_key_param(&job.path_and_query),
             native_root: true,
             body: job.body.clone(),
-            translate: Translate::Raw,
+            translate: Translate::Raw {
+                end: Some(StreamEnd::GeminiFinish),
+            },
             stream,
         }),
         (_, Op::OpenAiPassthrough) | (_, Op::GeminiNative { .. }) => Err(GatewayError::NotFound {
             path: job.path_and_query.clone(),
         }),
+    }
+}
+
+/// How a passthrough route's event stream shows that it finished, where the API has a marker.
+fn passthrough_stream_end(path_and_query: &str) -> Option<StreamEnd> {
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    match path {
+        "/v1/responses" => Some(StreamEnd::ResponsesTerminal),
+        "/v1/chat/completions" | "/v1/completions" => Some(StreamEnd::Done),
+        _ => None,
     }
 }
 
@@ -218,16 +235,36 @@ fn native_root(base_path: &str) -> &str {
 
 /// Why one attempt did not produce an answer for the client.
 #[derive(Debug)]
-enum Failure {
-    /// Connect error, reset, timeout or a retryable status: try elsewhere.
-    Retryable {
-        message: String,
-        retry_after: Option<Duration>,
-        timeout: bool,
-    },
+struct Failure {
+    kind: FailureKind,
+    message: String,
+    retry_after: Option<Duration>,
 }
 
-/// Runs the job: tries candidates and peers in order, then relays the answer.
+impl Failure {
+    fn transport(kind: FailureKind, message: String) -> Self {
+        Failure {
+            kind,
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+/// Every key this request may carry or meet: redacted from upstream text.
+fn request_secrets<'a>(rt: &'a Runtime, job: &'a Job) -> Secrets<'a> {
+    let mut secrets = Secrets::new();
+    for k in &rt.gateway_keys {
+        secrets.add(k.expose());
+    }
+    for k in &job.client_secrets {
+        secrets.add(k);
+    }
+    secrets
+}
+
+/// Runs the job: tries candidates and peers in order, then relays the answer. Retries follow
+/// the one rule in [`strategy::next_step`].
 pub async fn run(
     state: &State,
     rt: &Runtime,
@@ -237,9 +274,11 @@ pub async fn run(
 ) -> Outcome {
     let deadline = Instant::now() + rt.config.server.request_timeout;
     let failover = rt.config.routing.failover_enabled;
+    let secrets = request_secrets(rt, job);
     let mut last_error: Option<String> = None;
     let mut timed_out = false;
     let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut rng = fastrand::Rng::new();
 
     'candidates: for (cand, client_key) in &job.candidates {
         let prepared = match prepare(job, cand) {
@@ -255,13 +294,9 @@ pub async fn run(
         let Some(provider_cfg) = rt.config.provider(cand.provider) else {
             continue;
         };
-        let per_provider = if failover {
-            provider_cfg.retry_count + 1
-        } else {
-            1
-        };
-        for n in 0..per_provider {
-            if ctx.attempts >= MAX_ATTEMPTS || (!failover && ctx.attempts >= 1) {
+        let mut n: u32 = 0;
+        loop {
+            if ctx.attempts >= MAX_ATTEMPTS {
                 break 'candidates;
             }
             let now = Instant::now();
@@ -286,7 +321,10 @@ pub async fn run(
                     peer.authority
                 ));
                 tried.push(addr);
-                continue;
+                if other_peers_left(pool, &tried) {
+                    continue;
+                }
+                continue 'candidates;
             };
             ctx.attempts += 1;
             ctx.provider = Some(cand.provider);
@@ -307,60 +345,82 @@ pub async fn run(
             };
             ctx.upstream_wait += attempt_started.elapsed();
             ctx.header_at = Some(Instant::now());
-            match outcome {
+            let failure = match outcome {
                 Ok((up, status_code)) => {
-                    let status = status_code.as_u16();
-                    let retryable = status == 429 || status >= 500;
-                    if retryable {
-                        peer.stats.passive.record_failure(Instant::now());
-                    } else {
-                        peer.stats.passive.record_success();
-                        peer.stats.ewma.observe(attempt_started.elapsed());
-                    }
-                    if retryable {
-                        let (message, retry_after) = read_failure(up, cand.provider, timeout).await;
-                        log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) got {status}: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.authority, message);
-                        last_error = Some(format!(
-                            "{} returned {status}: {message}",
-                            cand.provider.name()
-                        ));
-                        tried.push(addr);
-                        let more_left = failover && ctx.attempts < MAX_ATTEMPTS;
-                        if !more_left {
-                            break 'candidates;
+                    let kind = FailureKind::Status(status_code.as_u16());
+                    let failed = !status_code.is_success() && kind.is_retryable();
+                    match (failed, unexpected_body(&up, &prepared)) {
+                        (false, None) => {
+                            if kind.is_peer_failure() {
+                                peer.stats.passive.record_failure(Instant::now());
+                            } else {
+                                peer.stats.passive.record_success();
+                                peer.stats.ewma.observe(attempt_started.elapsed());
+                            }
+                            let answer = Answer {
+                                up,
+                                status: status_code,
+                                peer,
+                                addr,
+                                translate: prepared.translate.clone(),
+                                timeout: provider_cfg.timeout,
+                                keep: job.keep,
+                            };
+                            return deliver::deliver(state, session, ctx, answer, &secrets).await;
                         }
-                        if !backoff(n, retry_after, deadline, session).await {
-                            continue 'candidates;
+                        (false, Some(why)) => {
+                            // A 2xx the client could not use (HTML from a captive proxy, a
+                            // JSON error page): the peer is broken, another may not be.
+                            Failure::transport(FailureKind::Status(502), why)
                         }
-                        continue;
+                        (true, _) => {
+                            let (message, retry_after) = read_failure(up, timeout, &secrets).await;
+                            Failure {
+                                kind,
+                                message: format!("returned {}: {message}", status_code.as_u16()),
+                                retry_after,
+                            }
+                        }
                     }
-                    let answer = Answer {
-                        up,
-                        status: status_code,
-                        peer,
-                        addr,
-                        translate: prepared.translate.clone(),
-                        timeout: provider_cfg.timeout,
-                        keep: job.keep,
-                    };
-                    return deliver::deliver(state, session, ctx, answer).await;
                 }
-                Err(Failure::Retryable {
-                    message,
-                    retry_after,
-                    timeout: t,
-                }) => {
-                    log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) failed: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.authority, message);
-                    peer.stats.passive.record_failure(Instant::now());
-                    if t {
-                        // A peer that hangs must not look fast to the `performance` strategy.
-                        peer.stats.ewma.observe(timeout);
-                    }
-                    timed_out |= t;
-                    last_error = Some(format!("{}: {message}", cand.provider.name()));
-                    tried.push(addr);
-                    if !backoff(n, retry_after, deadline, session).await {
-                        continue 'candidates;
+                Err(f) => f,
+            };
+            log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) failed: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.authority, failure.message);
+            if failure.kind.is_peer_failure() {
+                peer.stats.passive.record_failure(Instant::now());
+            }
+            if failure.kind == FailureKind::Timeout {
+                // A peer that hangs must not look fast to the `performance` strategy.
+                peer.stats.ewma.observe(timeout);
+                timed_out = true;
+            }
+            last_error = Some(format!("{} {}", cand.provider.name(), failure.message));
+            tried.push(addr);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let next = strategy::next_step(
+                failure.kind,
+                n,
+                provider_cfg.retry_count,
+                failover,
+                failure.retry_after,
+                remaining,
+                other_peers_left(pool, &tried),
+                &mut rng,
+            );
+            n += 1;
+            match next {
+                Next::GiveUp => break 'candidates,
+                Next::NextCandidate => continue 'candidates,
+                Next::NextPeer(wait) | Next::RetrySamePeer(wait) => {
+                    if !wait.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = client_gone(session) => {
+                                ctx.error = Some("client_disconnected");
+                                ctx.status = 499;
+                                return Outcome::default();
+                            }
+                        }
                     }
                 }
             }
@@ -380,27 +440,54 @@ pub async fn run(
     Outcome::default()
 }
 
-/// Waits before the next attempt: exponential backoff with jitter, or the upstream's
-/// `Retry-After` when it is short. Returns false when the wait would be too long (move to
-/// the next candidate instead) or the client left.
-async fn backoff(
-    n: u32,
-    retry_after: Option<Duration>,
-    deadline: Instant,
-    session: &mut Session,
-) -> bool {
-    let wait = match retry_after {
-        Some(ra) if ra > RETRY_AFTER_CAP => return false,
-        Some(ra) => ra,
-        None => crate::strategy::backoff(n, &mut fastrand::Rng::new()),
-    };
-    if Instant::now() + wait >= deadline {
-        return false;
+/// Whether the pool has a peer this request has not tried yet.
+fn other_peers_left(pool: &crate::upstream::ProviderPool, tried: &[SocketAddr]) -> bool {
+    pool.lb
+        .backends()
+        .get_backend()
+        .iter()
+        .filter_map(|b| b.addr.as_inet())
+        .any(|a| !tried.contains(a))
+}
+
+/// Why a successful answer cannot be what this route's client expects: a body that is neither
+/// JSON nor (for streams) an event stream. Passthrough routes carry any content type.
+fn unexpected_body(up: &HttpSession, prepared: &Prepared) -> Option<String> {
+    if matches!(prepared.translate, Translate::Raw { .. }) {
+        return None;
     }
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => true,
-        _ = client_gone(session) => false,
+    let ct = up
+        .response_header()
+        .and_then(|h| h.headers.get(http::header::CONTENT_TYPE))?
+        .as_bytes();
+    let media = ct.split(|b| *b == b';').next().unwrap_or_default();
+    let media = media.trim_ascii();
+    let json = media.eq_ignore_ascii_case(b"application/json")
+        || media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json");
+    let sse = media.eq_ignore_ascii_case(b"text/event-stream");
+    if json || sse && prepared.stream {
+        return None;
     }
+    Some(format!(
+        "answered 2xx with content type {:?}, which is not {}",
+        String::from_utf8_lossy(&media[..media.len().min(64)]),
+        if prepared.stream {
+            "an event stream or JSON"
+        } else {
+            "JSON"
+        }
+    ))
+}
+
+/// The most bytes of response header the gateway accepts from an upstream; Pingora's own
+/// bound is 1 MiB, and a client would choke on what lies between.
+pub const UPSTREAM_HEADER_LIMIT: usize = 64 * 1024;
+
+fn header_bytes(h: &pingora::http::ResponseHeader) -> usize {
+    h.headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 /// Resolves when the client closed its connection (never while it is still there).
@@ -484,13 +571,8 @@ async fn send_attempt(
         format!("{}{}", peer.address.base_path, prepared.suffix)
     };
     let build = || {
-        request_header(peer, &path, job, key, prepared.body.len(), prepared.stream).map_err(
-            |message| Failure::Retryable {
-                message,
-                retry_after: None,
-                timeout: false,
-            },
-        )
+        request_header(peer, &path, job, key, prepared.body.len(), prepared.stream)
+            .map_err(|message| Failure::transport(FailureKind::Connect, message))
     };
     // Built before connecting so that a bad path or key fails without using a connection.
     let first = build()?;
@@ -501,16 +583,22 @@ async fn send_attempt(
         let mut last = String::new();
         let mut first = Some(first);
         for _ in 0..3 {
-            let (mut up, reused) = state
-                .connector
-                .get_http_session(&http_peer)
-                .await
-                .map_err(|e| (format!("connect to {addr} failed: {e}"), false))?;
+            let (mut up, reused) =
+                state
+                    .connector
+                    .get_http_session(&http_peer)
+                    .await
+                    .map_err(|e| {
+                        Failure::transport(
+                            FailureKind::Connect,
+                            format!("connect to {addr} failed: {e}"),
+                        )
+                    })?;
             // A retry (after a reused connection failed) builds the header again: cheaper
             // than keeping a copy on every request for the rare retry.
             let header = match first.take() {
                 Some(h) => h,
-                None => build().map_err(|Failure::Retryable { message, .. }| (message, false))?,
+                None => build()?,
             };
             let sent = async {
                 up.write_request_header(Box::new(header)).await?;
@@ -523,38 +611,42 @@ async fn send_attempt(
             .await;
             match sent {
                 Ok(()) => {
-                    let status = up
-                        .response_header()
-                        .map(|h| h.status)
-                        .ok_or_else(|| ("no response header".to_string(), false))?;
+                    let Some(h) = up.response_header() else {
+                        return Err(Failure::transport(
+                            FailureKind::Reset,
+                            "no response header".into(),
+                        ));
+                    };
+                    let size = header_bytes(h);
+                    if size > UPSTREAM_HEADER_LIMIT {
+                        return Err(Failure::transport(
+                            FailureKind::Status(502),
+                            format!("response header of {size} bytes is over the {UPSTREAM_HEADER_LIMIT}-byte limit"),
+                        ));
+                    }
+                    let status = h.status;
                     return Ok((up, status));
                 }
                 Err(e) if reused => last = e.to_string(),
-                Err(e) => return Err((format!("{e}"), false)),
+                Err(e) => return Err(Failure::transport(FailureKind::Reset, e.to_string())),
             }
         }
-        Err((last, false))
+        Err(Failure::transport(FailureKind::Reset, last))
     };
     match tokio::time::timeout(timeout, work).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err((message, t))) => Err(Failure::Retryable {
-            message,
-            retry_after: None,
-            timeout: t,
-        }),
-        Err(_) => Err(Failure::Retryable {
-            message: format!("no response within {} ms", timeout.as_millis()),
-            retry_after: None,
-            timeout: true,
-        }),
+        Ok(r) => r,
+        Err(_) => Err(Failure::transport(
+            FailureKind::Timeout,
+            format!("no response within {} ms", timeout.as_millis()),
+        )),
     }
 }
 
 /// Reads (a bounded part of) a failed attempt's body for its error message.
 async fn read_failure(
     mut up: HttpSession,
-    provider: ProviderKind,
     timeout: Duration,
+    secrets: &Secrets<'_>,
 ) -> (String, Option<Duration>) {
     let retry_after = up
         .response_header()
@@ -566,11 +658,12 @@ async fn read_failure(
     let body = deliver::read_all(&mut up, ERROR_BODY_LIMIT, timeout)
         .await
         .unwrap_or_default();
-    (error_message(&body, provider), retry_after)
+    let message = error_message(&body);
+    (secrets.redact_str(&message).into_owned(), retry_after)
 }
 
 /// The `error.message` of an OpenAI or Gemini error body, or its first bytes.
-fn error_message(body: &[u8], _provider: ProviderKind) -> String {
+fn error_message(body: &[u8]) -> String {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if let Some(msg) = parsed
         .as_ref()
@@ -579,7 +672,11 @@ fn error_message(body: &[u8], _provider: ProviderKind) -> String {
     {
         return msg.chars().take(500).collect();
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).to_string();
+    let mut end = body.len().min(300);
+    while end < body.len() && end > 0 && (body[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    let text = String::from_utf8_lossy(&body[..end]).to_string();
     if text.trim().is_empty() {
         "(empty body)".into()
     } else {

@@ -200,14 +200,24 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
     loop {
-        let chunk = session.read_request_body().await.map_err(|e| {
-            GatewayError::bad_request(format!("could not read the request body: {e}"))
-        })?;
+        let chunk = match session.read_request_body().await {
+            Ok(c) => c,
+            Err(e) => {
+                // A framing error (bad chunk size, short body) leaves the stream at an unknown
+                // offset: whatever follows must never be read as another request.
+                session.set_keepalive(None);
+                return Err(GatewayError::bad_request(format!(
+                    "could not read the request body: {}",
+                    e.etype().as_str()
+                )));
+            }
+        };
         let Some(chunk) = chunk else { break };
         let total = first.as_ref().map_or(0, |b| b.len())
             + rest.as_ref().map_or(0, |b| b.len())
             + chunk.len();
         if total > limit {
+            session.set_keepalive(None);
             return Err(GatewayError::BodyTooLarge { limit });
         }
         match (&mut first, &mut rest) {
