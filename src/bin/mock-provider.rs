@@ -7,7 +7,42 @@
 //!
 //! Control API (never recorded, never delayed):
 //! `GET /health`, `GET|DELETE /_mock/requests`, `GET /_mock/stats`, `POST /_mock/reset`,
-//! `GET|POST /_mock/config`, `GET|POST|DELETE /_mock/faults`, `POST /_mock/release`.
+//! `GET|POST /_mock/config`, `GET|POST|DELETE /_mock/faults`, `POST /_mock/release`,
+//! `GET /_mock/last_body`.
+//!
+//! Faults (`POST /_mock/faults`, see [`Fault`]) apply to the next `count` requests whose path
+//! contains `path_contains`. Besides statuses, delays, drops, hangs, broken and held streams,
+//! a *hostile mode* plays the upstreams a gateway must survive, on the OpenAI and Gemini routes,
+//! streamed or not (`action`):
+//!
+//! - `endless`: 200 with the route's content type (or `content_type`) and a body that never
+//!   ends: 64 KiB chunks of `a` (no newline) as fast as the peer takes them, until it closes
+//!   (chunked; `framing: "close"` for a close-delimited body). `/_mock/stats` counts
+//!   `endless_active` bodies and `endless_bytes` written.
+//! - `trickle`: the route's normal, complete answer, `trickle_bytes` (default 1) bytes every
+//!   `delay_ms` (default 50; no delay before the head). `trickle_active` in the stats.
+//! - `garbage`: `status` (default 200) with the raw string `body` and `content_type` (default
+//!   `text/html`); without `body`, `size_bytes` (default 1024) deterministic random bytes.
+//! - `json_for_sse`: a stream was asked, but the answer is `200 application/json` with the whole
+//!   non-streamed answer.
+//! - `no_done`: the stream's events without the end marker: OpenAI's `data: [DONE]` is left
+//!   out; Gemini's stream stops before the first chunk with a `finishReason`. `framing`:
+//!   `chunked` (default, a clean final 0-chunk) or `close` (no length, no chunking, closed after
+//!   the last event).
+//! - `echo_key`: `status` (default 401) with an error body quoting the request's key (bearer,
+//!   `x-goog-api-key` or `?key=`); a 401 also gets `WWW-Authenticate: Bearer realm="x",
+//!   error="invalid_token", key="<key>"`. A string `body` has `{key}` replaced instead.
+//! - `huge_header`: the normal answer plus an `X-Mock-Huge` header of `header_bytes` bytes
+//!   (default 200 KiB).
+//! - `size`: a real answer of the route (chat completion, embeddings, Gemini generate or embed)
+//!   padded to exactly `size_bytes` bytes with a correct `Content-Length` (streams: `size_bytes`
+//!   characters of content in `events` events, default the `chunks` setting).
+//!
+//! Shaping fields that apply to any fault's answer: `framing` (`length`, `chunked`, `close`),
+//! `chunked: true` (same as `framing: "chunked"`), `chunk_bytes` (write the body in pieces of
+//! that size, one chunk each when chunked), `content_type`, `header_bytes`. The last body sent
+//! by a hostile action (not `endless`) is kept for `GET /_mock/last_body`, so a test can
+//! compare what the client got with what the upstream sent.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
@@ -199,30 +234,99 @@ struct ConfigPatch {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum FaultAction {
+    /// Close the connection without answering.
     Drop,
+    /// Never answer (until the peer hangs up).
     Hang,
+    /// Send half of the answer (or two events of a stream), then close.
     BreakStream,
+    /// Park the answer (after the first event of a stream) until `POST /_mock/release`.
     Hold,
+    /// 200 and a body that never ends: 64 KiB chunks of `a` until the peer closes.
+    Endless,
+    /// The normal answer, `trickle_bytes` bytes every `delay_ms`.
+    Trickle,
+    /// `status` (200) with a raw `body` (or random bytes) and `content_type` (`text/html`).
+    Garbage,
+    /// A stream was asked: answer `200 application/json` with the whole answer instead.
+    JsonForSse,
+    /// A stream without its end (`[DONE]`, or Gemini's `finishReason` chunk).
+    NoDone,
+    /// `status` (401) whose body (and `WWW-Authenticate` on 401) quotes the request's key.
+    EchoKey,
+    /// The normal answer plus one `X-Mock-Huge` header of `header_bytes` (200 KiB).
+    HugeHeader,
+    /// A real answer of the route of exactly `size_bytes` bytes (streams: content chars).
+    Size,
+}
+
+/// How a shaped answer's body is delimited (`framing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BodyFraming {
+    /// `Content-Length` (streams too: the events' total length).
+    Length,
+    /// `Transfer-Encoding: chunked`, ending with a clean 0-chunk.
+    Chunked,
+    /// Neither: the body ends when the connection closes.
+    Close,
 }
 
 /// One queued fault, as posted to `/_mock/faults`.
+///
+/// Examples: `{"status": 500, "count": -1}`, `{"action": "endless", "path_contains":
+/// "/chat/completions"}`, `{"action": "trickle", "trickle_bytes": 16, "delay_ms": 100}`,
+/// `{"action": "garbage", "body": "<html>oops</html>", "content_type": "text/html"}`,
+/// `{"action": "no_done", "framing": "close"}`, `{"action": "echo_key", "status": 500}`,
+/// `{"action": "huge_header", "header_bytes": 204800}`, `{"action": "size", "size_bytes":
+/// 1048576, "chunked": true, "chunk_bytes": 4096}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fault {
+    /// Applies only to requests whose path contains this (every request when absent).
     #[serde(default)]
     path_contains: Option<String>,
+    /// Uses left; negative: forever.
     #[serde(default = "one")]
     count: i64,
+    /// Answer this status (with `body`, or a provider-shaped error) instead of the real answer;
+    /// the status of `garbage`, `echo_key` and `endless`.
     #[serde(default)]
     status: Option<u16>,
+    /// A JSON body, or a raw string (JSON-looking: `application/json`, else `text/plain`).
     #[serde(default)]
     body: Option<Value>,
     #[serde(default)]
     retry_after: Option<u64>,
+    /// Delay before the answer (for `trickle`: between two pieces, default 50).
     #[serde(default)]
     delay_ms: Option<u64>,
     #[serde(default)]
     action: Option<FaultAction>,
+    /// The answer's `Content-Type` instead of the usual one.
+    #[serde(default)]
+    content_type: Option<String>,
+    /// `trickle`: bytes per piece (default 1).
+    #[serde(default)]
+    trickle_bytes: Option<usize>,
+    /// How the body is delimited (`length`, `chunked`, `close`).
+    #[serde(default)]
+    framing: Option<BodyFraming>,
+    /// Adds an `X-Mock-Huge` header of this many bytes (`huge_header`: default 200 KiB).
+    #[serde(default)]
+    header_bytes: Option<usize>,
+    /// `size`: total body bytes (streams: content characters); `garbage`: random bytes.
+    #[serde(default)]
+    size_bytes: Option<usize>,
+    /// `true`: chunked framing (same as `framing: "chunked"`).
+    #[serde(default)]
+    chunked: Option<bool>,
+    /// Writes the body in pieces of this size (each its own chunk when chunked).
+    #[serde(default)]
+    chunk_bytes: Option<usize>,
+    /// `size` on a stream: the number of content events (default: the `chunks` setting).
+    #[serde(default)]
+    events: Option<usize>,
 }
 
 /// Default fault count: apply once.
@@ -258,6 +362,13 @@ struct State {
     client_disconnects: AtomicU64,
     held: AtomicI64,
     release: watch::Sender<u64>,
+    /// `endless` bodies being written now, and the bytes they wrote in all.
+    endless_active: AtomicI64,
+    endless_bytes: AtomicU64,
+    /// `trickle` answers being written now.
+    trickle_active: AtomicI64,
+    /// The last body a hostile fault sent, with its content type (`GET /_mock/last_body`).
+    last_body: Mutex<Option<(String, Bytes)>>,
 }
 
 /// Locks a mutex, ignoring poisoning (the data stays usable for a test double).
@@ -280,6 +391,10 @@ impl State {
             client_disconnects: AtomicU64::new(0),
             held: AtomicI64::new(0),
             release: watch::channel(0).0,
+            endless_active: AtomicI64::new(0),
+            endless_bytes: AtomicU64::new(0),
+            trickle_active: AtomicI64::new(0),
+            last_body: Mutex::new(None),
         }
     }
 
@@ -350,6 +465,8 @@ impl State {
         lock(&self.faults).clear();
         self.connections.store(0, Ordering::Relaxed);
         self.client_disconnects.store(0, Ordering::Relaxed);
+        self.endless_bytes.store(0, Ordering::Relaxed);
+        *lock(&self.last_body) = None;
         self.tuning.set(self.cli.defaults);
         self.release_all();
     }
@@ -364,6 +481,9 @@ impl State {
             "client_disconnects": self.client_disconnects.load(Ordering::Relaxed),
             "held": self.held.load(Ordering::Relaxed),
             "faults_pending": lock(&self.faults).len(),
+            "endless_active": self.endless_active.load(Ordering::Relaxed),
+            "endless_bytes": self.endless_bytes.load(Ordering::Relaxed),
+            "trickle_active": self.trickle_active.load(Ordering::Relaxed),
         })
     }
 
@@ -508,6 +628,24 @@ fn shutdown_signal() -> impl Future<Output = ()> {
 fn shutdown_signal() -> impl Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Keeps a gauge right however the task that raised it ends.
+struct Gauge<'a>(&'a AtomicI64);
+
+impl<'a> Gauge<'a> {
+    /// Raises the gauge until the guard drops.
+    fn up(gauge: &'a AtomicI64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Gauge(gauge)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    /// Lowers the gauge.
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -874,17 +1012,17 @@ enum Body {
 /// A response before it is framed and written.
 struct Reply {
     status: u16,
-    content_type: &'static str,
+    content_type: Cow<'static, str>,
     headers: Vec<(&'static str, String)>,
     body: Body,
 }
 
 impl Reply {
     /// A complete response.
-    fn full(status: u16, content_type: &'static str, body: Vec<u8>) -> Reply {
+    fn full(status: u16, content_type: impl Into<Cow<'static, str>>, body: Vec<u8>) -> Reply {
         Reply {
             status,
-            content_type,
+            content_type: content_type.into(),
             headers: Vec::new(),
             body: Body::Full(body),
         }
@@ -894,7 +1032,7 @@ impl Reply {
     fn stream(events: Vec<Vec<u8>>, hold_after: usize) -> Reply {
         Reply {
             status: 200,
-            content_type: "text/event-stream",
+            content_type: Cow::Borrowed("text/event-stream"),
             headers: Vec::new(),
             body: Body::Stream { events, hold_after },
         }
@@ -967,7 +1105,7 @@ fn response_head(reply: &Reply, framing: Framing, keep_alive: bool, http10: bool
     h.push(' ');
     h.push_str(reason(reply.status));
     h.push_str("\r\nContent-Type: ");
-    h.push_str(reply.content_type);
+    h.push_str(&reply.content_type);
     h.push_str("\r\n");
     match framing {
         Framing::Length(n) => {
@@ -1048,37 +1186,357 @@ async fn handle(conn: &mut Conn, state: &State, req: Request) -> io::Result<bool
     state.record(&req);
     let fault = state.take_fault(path);
     let gemini = is_gemini(&req.head);
-    let mut reply = match fault.as_ref().and_then(|f| f.status.map(|s| (f, s))) {
-        Some((f, status)) => fault_reply(f, status, gemini),
-        None => auth_failure(state, &req, gemini).unwrap_or_else(|| route(state, &req)),
+    let action = fault.as_ref().and_then(|f| f.action);
+    let mut reply = match (&fault, action) {
+        (Some(f), Some(a)) if a.is_hostile() => hostile_reply(state, &req, f, a, gemini),
+        (
+            Some(
+                f @ Fault {
+                    status: Some(status),
+                    ..
+                },
+            ),
+            _,
+        ) => fault_reply(f, *status, gemini),
+        _ => auth_failure(state, &req, gemini)
+            .unwrap_or_else(|| route(state, &req, RouteOpts::default())),
     };
     // Lets load-balancing tests see which upstream answered.
     reply.headers.push(("X-Mock-Name", state.cli.name.clone()));
-    if let Some(secs) = fault.as_ref().and_then(|f| f.retry_after) {
-        reply.headers.push(("Retry-After", secs.to_string()));
+    if let Some(f) = &fault {
+        if let Some(secs) = f.retry_after {
+            reply.headers.push(("Retry-After", secs.to_string()));
+        }
+        if let Some(ct) = &f.content_type {
+            reply.content_type = Cow::Owned(ct.clone());
+        }
+        let huge = f
+            .header_bytes
+            .or((action == Some(FaultAction::HugeHeader)).then_some(200 * 1024));
+        if let Some(n) = huge {
+            reply.headers.push(("X-Mock-Huge", "h".repeat(n)));
+        }
     }
     let tuning = state.tuning.get();
-    let delay = fault.as_ref().and_then(|f| f.delay_ms).unwrap_or(0);
+    // For `trickle`, `delay_ms` is the pause between pieces, not before the answer.
+    let delay = match action {
+        Some(FaultAction::Trickle) => 0,
+        _ => fault.as_ref().and_then(|f| f.delay_ms).unwrap_or(0),
+    };
     if !conn.sleep(tuning.latency_ms).await || !conn.sleep(delay).await {
         state.disconnected();
         return Ok(false);
     }
-    let action = fault.and_then(|f| f.action);
-    match action {
-        Some(FaultAction::Drop) => Ok(false),
-        Some(FaultAction::Hang) => {
+    let sent = match (action, &fault) {
+        (Some(FaultAction::Drop), _) => return Ok(false),
+        (Some(FaultAction::Hang), _) => {
             conn.wait(std::future::pending::<()>()).await;
+            state.disconnected();
+            return Ok(false);
+        }
+        (Some(FaultAction::Endless), Some(f)) => send_endless(conn, state, &req, &reply, f).await,
+        (_, Some(f)) if f.shapes() => send_shaped(conn, state, &req, reply, f, tuning).await,
+        _ => send(conn, state, &req, reply, action, tuning).await,
+    };
+    match sent {
+        Ok(keep) => Ok(keep),
+        Err(_) => {
             state.disconnected();
             Ok(false)
         }
-        _ => match send(conn, state, &req, reply, action, tuning).await {
-            Ok(keep) => Ok(keep),
-            Err(_) => {
-                state.disconnected();
-                Ok(false)
-            }
-        },
     }
+}
+
+impl FaultAction {
+    /// The hostile-mode actions, whose answer [`hostile_reply`] builds.
+    fn is_hostile(self) -> bool {
+        !matches!(
+            self,
+            FaultAction::Drop | FaultAction::Hang | FaultAction::BreakStream | FaultAction::Hold
+        )
+    }
+}
+
+impl Fault {
+    /// Whether the answer is written by [`send_shaped`] (hostile actions or shaping fields).
+    fn shapes(&self) -> bool {
+        match self.action {
+            Some(a) if !a.is_hostile() => false,
+            Some(_) => true,
+            None => self.framing.is_some() || self.chunked.is_some() || self.chunk_bytes.is_some(),
+        }
+    }
+
+    /// The framing asked for, `chunked: true` included.
+    fn body_framing(&self) -> Option<BodyFraming> {
+        self.framing
+            .or((self.chunked == Some(true)).then_some(BodyFraming::Chunked))
+    }
+}
+
+/// The key a request carries: bearer token, `x-goog-api-key`, `?key=` or `x-openai-api-key`.
+fn request_key(head: &Head) -> String {
+    let bearer = head.header("authorization").map(|v| {
+        let v = v.trim();
+        match v.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => v,
+        }
+    });
+    bearer
+        .or_else(|| head.header("x-goog-api-key"))
+        .or_else(|| head.query("key"))
+        .or_else(|| head.header("x-openai-api-key"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Whether the request asked for a stream (Gemini's stream method or OpenAI's `stream: true`).
+fn wants_stream(req: &Request) -> bool {
+    if let Some((_, method)) = gemini_target(&req.head.path) {
+        return method == "streamGenerateContent";
+    }
+    serde_json::from_slice::<Value>(&req.body)
+        .ok()
+        .and_then(|v| v.get("stream").and_then(Value::as_bool))
+        == Some(true)
+}
+
+/// Deterministic bytes of every value, newlines and invalid UTF-8 included (xorshift64).
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The answer of a hostile-mode fault (see the module doc).
+fn hostile_reply(
+    state: &State,
+    req: &Request,
+    f: &Fault,
+    action: FaultAction,
+    gemini: bool,
+) -> Reply {
+    let normal = |opts: RouteOpts| match f.status {
+        Some(status) => fault_reply(f, status, gemini),
+        None => route(state, req, opts),
+    };
+    match action {
+        FaultAction::Garbage => {
+            let body = match &f.body {
+                Some(Value::String(raw)) => raw.clone().into_bytes(),
+                Some(other) => serde_json::to_vec(other).unwrap_or_default(),
+                None => random_bytes(f.size_bytes.unwrap_or(1024)),
+            };
+            Reply::full(f.status.unwrap_or(200), "text/html", body)
+        }
+        FaultAction::EchoKey => echo_key_reply(f, &request_key(&req.head), gemini),
+        FaultAction::Endless => {
+            let ct = if wants_stream(req) {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            Reply::full(f.status.unwrap_or(200), ct, Vec::new())
+        }
+        FaultAction::JsonForSse => route(
+            state,
+            req,
+            RouteOpts {
+                force_full: true,
+                ..RouteOpts::default()
+            },
+        ),
+        FaultAction::NoDone => {
+            let mut reply = route(state, req, RouteOpts::default());
+            if let Body::Stream { events, .. } = &mut reply.body {
+                if gemini {
+                    let end = events.iter().position(|e| contains(e, b"\"finishReason\""));
+                    events.truncate(end.unwrap_or(events.len()));
+                } else {
+                    events.retain(|e| !e.starts_with(b"data: [DONE]"));
+                }
+            }
+            reply
+        }
+        FaultAction::Size => route(
+            state,
+            req,
+            RouteOpts {
+                size: Some(f.size_bytes.unwrap_or(64 * 1024)),
+                events: f.events,
+                ..RouteOpts::default()
+            },
+        ),
+        FaultAction::Trickle
+        | FaultAction::HugeHeader
+        | FaultAction::Drop
+        | FaultAction::Hang
+        | FaultAction::BreakStream
+        | FaultAction::Hold => normal(RouteOpts::default()),
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// An upstream that quotes the caller's key back in its error (and challenge header).
+fn echo_key_reply(f: &Fault, key: &str, gemini: bool) -> Reply {
+    let status = f.status.unwrap_or(401);
+    let mut reply = match &f.body {
+        Some(Value::String(raw)) => Reply::full(
+            status,
+            "application/json",
+            raw.replace("{key}", key).into_bytes(),
+        ),
+        Some(other) => json_reply(status, other),
+        None if gemini => gemini_error(
+            status,
+            &format!(
+                "API key not valid: {key}. Please pass a valid API key. (x-goog-api-key: {key})"
+            ),
+        ),
+        None => json_reply(
+            status,
+            &json!({"error": {
+                "message": format!("Incorrect API key provided: {key}. You passed Authorization: Bearer {key}"),
+                "type": if status == 401 { "invalid_request_error" } else { "server_error" },
+                "param": null,
+                "code": if status == 401 { "invalid_api_key" } else { "echo" },
+                "key": key,
+            }}),
+        ),
+    };
+    if status == 401 {
+        reply.headers.push((
+            "WWW-Authenticate",
+            format!("Bearer realm=\"x\", error=\"invalid_token\", key=\"{key}\""),
+        ));
+    }
+    reply
+}
+
+/// `endless`: the head, then 64 KiB chunks of `a` until the peer goes away.
+async fn send_endless(
+    conn: &mut Conn,
+    state: &State,
+    req: &Request,
+    reply: &Reply,
+    f: &Fault,
+) -> io::Result<bool> {
+    const PIECE: usize = 64 * 1024;
+    let framing = match f.framing {
+        Some(BodyFraming::Close) => Framing::UntilClose,
+        _ if req.http10 => Framing::UntilClose,
+        _ => Framing::Chunked,
+    };
+    let _active = Gauge::up(&state.endless_active);
+    conn.stream
+        .write_all(&response_head(reply, framing, false, req.http10))
+        .await?;
+    let mut frame = Vec::with_capacity(PIECE + 16);
+    if framing == Framing::Chunked {
+        frame.extend_from_slice(format!("{PIECE:x}\r\n").as_bytes());
+    }
+    frame.resize(frame.len() + PIECE, b'a');
+    if framing == Framing::Chunked {
+        frame.extend_from_slice(b"\r\n");
+    }
+    loop {
+        conn.stream.write_all(&frame).await?;
+        state
+            .endless_bytes
+            .fetch_add(PIECE as u64, Ordering::Relaxed);
+    }
+}
+
+/// Writes a hostile or shaped answer: framing, piece sizes and trickling as the fault says.
+async fn send_shaped(
+    conn: &mut Conn,
+    state: &State,
+    req: &Request,
+    reply: Reply,
+    f: &Fault,
+    tuning: Tuning,
+) -> io::Result<bool> {
+    let Reply {
+        status,
+        content_type,
+        headers,
+        body,
+    } = reply;
+    let (all, events) = match body {
+        Body::Full(b) => (Bytes::from(b), None),
+        Body::Stream { events, .. } => {
+            let lens: Vec<usize> = events.iter().map(Vec::len).collect();
+            (Bytes::from(events.concat()), Some(lens))
+        }
+    };
+    if f.action.is_some_and(FaultAction::is_hostile) {
+        *lock(&state.last_body) = Some((content_type.to_string(), all.clone()));
+    }
+    let framing = match (f.body_framing(), events.is_some()) {
+        (Some(BodyFraming::Length), _) => Framing::Length(all.len()),
+        (Some(BodyFraming::Close), _) => Framing::UntilClose,
+        (Some(BodyFraming::Chunked), _) | (None, true) if req.http10 => Framing::UntilClose,
+        (Some(BodyFraming::Chunked), _) | (None, true) => Framing::Chunked,
+        (None, false) => Framing::Length(all.len()),
+    };
+    let keep_alive = req.keep_alive && framing != Framing::UntilClose;
+    let head = Reply {
+        status,
+        content_type,
+        headers,
+        body: Body::Full(Vec::new()),
+    };
+    conn.stream
+        .write_all(&response_head(&head, framing, keep_alive, req.http10))
+        .await?;
+    if f.action == Some(FaultAction::Trickle) {
+        let _active = Gauge::up(&state.trickle_active);
+        let every = f.delay_ms.unwrap_or(50);
+        for (k, piece) in all.chunks(f.trickle_bytes.unwrap_or(1).max(1)).enumerate() {
+            if k > 0 && !conn.sleep(every).await {
+                state.disconnected();
+                return Ok(false);
+            }
+            write_event(conn, piece, framing).await?;
+        }
+    } else if let Some(n) = f.chunk_bytes {
+        for piece in all.chunks(n.max(1)) {
+            write_event(conn, piece, framing).await?;
+            tokio::task::yield_now().await;
+        }
+    } else if let Some(lens) = events {
+        let mut at = 0;
+        for (i, len) in lens.into_iter().enumerate() {
+            if i > 0 && !conn.sleep(tuning.chunk_delay_ms).await {
+                state.disconnected();
+                return Ok(false);
+            }
+            write_event(conn, &all[at..at + len], framing).await?;
+            at += len;
+        }
+    } else if !all.is_empty() {
+        write_event(conn, &all, framing).await?;
+    }
+    match framing {
+        Framing::Chunked => conn.stream.write_all(b"0\r\n\r\n").await?,
+        Framing::UntilClose => {
+            conn.stream.shutdown().await?;
+            return Ok(false);
+        }
+        Framing::Length(_) => {}
+    }
+    Ok(keep_alive)
 }
 
 /// Writes a reply, applying `break_stream`/`hold` faults; `Ok(true)` keeps the connection.
@@ -1199,6 +1657,10 @@ fn control(state: &State, req: &Request) -> Reply {
             ok()
         }
         ("POST", "/_mock/release") => json_reply(200, &json!({"released": state.release_all()})),
+        ("GET", "/_mock/last_body") => match lock(&state.last_body).clone() {
+            Some((content_type, body)) => Reply::full(200, content_type, body.to_vec()),
+            None => json_reply(404, &json!({"error": "no hostile answer sent yet"})),
+        },
         _ => json_reply(404, &json!({"error": "unknown mock control route"})),
     }
 }
@@ -1308,15 +1770,26 @@ fn auth_failure(state: &State, req: &Request, gemini: bool) -> Option<Reply> {
     }
 }
 
+/// How a hostile fault bends the route's own answer.
+#[derive(Clone, Copy, Debug, Default)]
+struct RouteOpts {
+    /// Answer a stream request with the whole non-streamed answer (`json_for_sse`).
+    force_full: bool,
+    /// Pad the answer to this many bytes (streams: content characters) (`size`).
+    size: Option<usize>,
+    /// With `size` on a stream: the number of content events.
+    events: Option<usize>,
+}
+
 /// Dispatches a recorded request to its fake endpoint.
-fn route(state: &State, req: &Request) -> Reply {
+fn route(state: &State, req: &Request, opts: RouteOpts) -> Reply {
     let head = &req.head;
     if let Some((model, method)) = gemini_target(&head.path) {
-        return gemini_route(state, req, &model, &method);
+        return gemini_route(state, req, &model, &method, opts);
     }
     match (head.method.as_str(), head.path.as_str()) {
-        ("POST", "/v1/chat/completions") => openai_chat(state, req),
-        ("POST", "/v1/embeddings") => openai_embeddings(req),
+        ("POST", "/v1/chat/completions") => openai_chat(state, req, opts),
+        ("POST", "/v1/embeddings") => openai_embeddings(req, opts),
         ("GET", "/v1/models" | "/v1beta/models") => model_list(),
         (method, path) if path.starts_with("/v1/") || path.starts_with("/v1beta/") => json_reply(
             200,
@@ -1382,23 +1855,109 @@ fn split_even(text: &str, n: usize) -> Vec<&str> {
 
 /// Deterministic embedding in [-1, 1]: SHA-256 of the text (then of text + block counter).
 fn embed(text: &str, dims: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(dims);
-    let mut block: u32 = 0;
-    while out.len() < dims {
-        let mut hasher = Sha256::new();
-        hasher.update(text.as_bytes());
-        if block > 0 {
-            hasher.update(block.to_le_bytes());
+    EmbedStream::new(text).take(dims).collect()
+}
+
+/// The endless sequence whose first `dims` values are [`embed`]`(text, dims)`.
+struct EmbedStream<'a> {
+    text: &'a str,
+    block: u32,
+    values: [f32; 8],
+    next: usize,
+}
+
+impl<'a> EmbedStream<'a> {
+    /// Starts at the first value.
+    fn new(text: &'a str) -> Self {
+        EmbedStream {
+            text,
+            block: 0,
+            values: [0.0; 8],
+            next: 8,
         }
-        for word in hasher.finalize().chunks_exact(4) {
-            if out.len() == dims {
-                break;
-            }
-            let n = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-            out.push((f64::from(n) / f64::from(u32::MAX) * 2.0 - 1.0) as f32);
-        }
-        block += 1;
     }
+}
+
+impl Iterator for EmbedStream<'_> {
+    type Item = f32;
+
+    /// Eight values per SHA-256 block.
+    fn next(&mut self) -> Option<f32> {
+        if self.next == self.values.len() {
+            let mut hasher = Sha256::new();
+            hasher.update(self.text.as_bytes());
+            if self.block > 0 {
+                hasher.update(self.block.to_le_bytes());
+            }
+            for (value, word) in self
+                .values
+                .iter_mut()
+                .zip(hasher.finalize().chunks_exact(4))
+            {
+                let n = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+                *value = (f64::from(n) / f64::from(u32::MAX) * 2.0 - 1.0) as f32;
+            }
+            self.block = self.block.wrapping_add(1);
+            self.next = 0;
+        }
+        let value = self.values.get(self.next).copied();
+        self.next += 1;
+        value
+    }
+}
+
+/// Embeddings answer text of exactly `size` bytes where it can be: `head`, one
+/// `open(i)[v,v,…]}` per text (as many values each as fit, the same count for all), spaces,
+/// `tail`.
+fn sized_embeddings(
+    size: usize,
+    texts: &[&str],
+    head: &str,
+    open: impl Fn(usize) -> String,
+    tail: &str,
+) -> Vec<u8> {
+    let opens: Vec<String> = (0..texts.len()).map(open).collect();
+    let fixed = head.len()
+        + tail.len()
+        + opens.iter().map(|o| o.len() + 3).sum::<usize>()
+        + texts.len().saturating_sub(1);
+    let mut budget = size.saturating_sub(fixed);
+    let mut arrays: Vec<Vec<u8>> = vec![Vec::new(); texts.len()];
+    let mut streams: Vec<EmbedStream<'_>> = texts.iter().map(|t| EmbedStream::new(t)).collect();
+    let mut round: Vec<String> = Vec::with_capacity(texts.len());
+    'fill: for k in 0.. {
+        round.clear();
+        let mut cost = 0;
+        for stream in &mut streams {
+            let Some(v) = stream.next() else { break 'fill };
+            let text = v.to_string();
+            cost += text.len() + usize::from(k > 0);
+            round.push(text);
+        }
+        if cost > budget || round.is_empty() {
+            break;
+        }
+        budget -= cost;
+        for (array, text) in arrays.iter_mut().zip(&round) {
+            if k > 0 {
+                array.push(b',');
+            }
+            array.extend_from_slice(text.as_bytes());
+        }
+    }
+    let mut out = Vec::with_capacity(size.max(fixed));
+    out.extend_from_slice(head.as_bytes());
+    for (i, (open, array)) in opens.iter().zip(&arrays).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(open.as_bytes());
+        out.push(b'[');
+        out.extend_from_slice(array);
+        out.extend_from_slice(b"]}");
+    }
+    out.resize(out.len() + budget, b' ');
+    out.extend_from_slice(tail.as_bytes());
     out
 }
 
@@ -1607,19 +2166,62 @@ fn openai_usage(prompt: u64, completion: u64) -> Value {
 }
 
 /// `POST /v1/chat/completions`.
-fn openai_chat(state: &State, req: &Request) -> Reply {
+fn openai_chat(state: &State, req: &Request, opts: RouteOpts) -> Reply {
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
         return openai_bad_json();
     };
-    let plan = match chat_plan(&body) {
+    let mut plan = match chat_plan(&body) {
         Ok(plan) => plan,
         Err((param, message)) => return openai_invalid(&message, param),
     };
     let id = format!("chatcmpl-mock-{}", short_hash(&req.body));
-    if plan.stream {
+    if plan.stream && !opts.force_full {
         let chunks = usize::try_from(state.tuning.get().chunks).unwrap_or(1);
-        return Reply::stream(chat_events(&plan, &id, chunks), 1);
+        if let Some(size) = opts.size {
+            plan.answer = ChatAnswer::Text(filler(size));
+        }
+        return Reply::stream(chat_events(&plan, &id, opts.events.unwrap_or(chunks)), 1);
     }
+    if let Some(size) = opts.size {
+        let body = fit_to(size, |n| {
+            plan.answer = ChatAnswer::Text(filler(n));
+            serde_json::to_vec(&chat_completion(&plan, &id)).unwrap_or_default()
+        });
+        return Reply::full(200, "application/json", body);
+    }
+    json_reply(200, &chat_completion(&plan, &id))
+}
+
+/// Text of `n` ASCII characters (words and spaces, nothing JSON needs to escape).
+fn filler(n: usize) -> String {
+    const PATTERN: &[u8] = b"The quick brown fox jumps over the lazy dog. ";
+    PATTERN
+        .iter()
+        .copied()
+        .cycle()
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+/// `build(n)` for the `n` that makes it exactly `size` bytes long (or as close as it gets),
+/// where `n` is the length of a padding that adds about `n` bytes.
+fn fit_to(size: usize, mut build: impl FnMut(usize) -> Vec<u8>) -> Vec<u8> {
+    let mut n = 0;
+    let mut out = build(n);
+    for _ in 0..8 {
+        let next = (n + size).saturating_sub(out.len());
+        if out.len() == size || next == n {
+            break;
+        }
+        n = next;
+        out = build(n);
+    }
+    out
+}
+
+/// A complete (non-streamed) chat completion.
+fn chat_completion(plan: &ChatPlan<'_>, id: &str) -> Value {
     let (message, finish, completion) = match &plan.answer {
         ChatAnswer::Text(text) => (
             json!({"role": "assistant", "content": text, "refusal": null}),
@@ -1632,18 +2234,15 @@ fn openai_chat(state: &State, req: &Request) -> Reply {
             1,
         ),
     };
-    json_reply(
-        200,
-        &json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": CREATED,
-            "model": plan.model,
-            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-            "usage": openai_usage(plan.prompt_tokens, completion),
-            "system_fingerprint": "fp_mock",
-        }),
-    )
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": plan.model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": openai_usage(plan.prompt_tokens, completion),
+        "system_fingerprint": "fp_mock",
+    })
 }
 
 /// The SSE events of a streamed chat completion, `[DONE]` included.
@@ -1728,7 +2327,7 @@ fn embedding_inputs(input: Option<&Value>) -> Option<Vec<(String, u64)>> {
 }
 
 /// `POST /v1/embeddings`.
-fn openai_embeddings(req: &Request) -> Reply {
+fn openai_embeddings(req: &Request, opts: RouteOpts) -> Reply {
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
         return openai_bad_json();
     };
@@ -1758,6 +2357,22 @@ fn openai_embeddings(req: &Request) -> Reply {
             )
         }
     };
+    if let Some(size) = opts.size {
+        let tokens: u64 = inputs.iter().map(|(_, n)| n).sum();
+        let texts: Vec<&str> = inputs.iter().map(|(t, _)| t.as_str()).collect();
+        let tail = format!(
+            "],\"model\":{},\"usage\":{{\"prompt_tokens\":{tokens},\"total_tokens\":{tokens}}}}}",
+            Value::from(model)
+        );
+        let body = sized_embeddings(
+            size,
+            &texts,
+            "{\"object\":\"list\",\"data\":[",
+            |i| format!("{{\"object\":\"embedding\",\"index\":{i},\"embedding\":"),
+            &tail,
+        );
+        return Reply::full(200, "application/json", body);
+    }
     let mut tokens = 0;
     let data: Vec<Value> = inputs
         .iter()
@@ -2566,7 +3181,7 @@ fn gemini_stream_items(plan: &GeminiPlan, model: &str, id: &str, chunks: usize) 
 }
 
 /// Dispatches `/{version}/models/{model}:{method}`.
-fn gemini_route(state: &State, req: &Request, model: &str, method: &str) -> Reply {
+fn gemini_route(state: &State, req: &Request, model: &str, method: &str, opts: RouteOpts) -> Reply {
     if req.head.method != "POST" {
         return gemini_error(404, &format!("Method {method} requires POST."));
     }
@@ -2575,10 +3190,12 @@ fn gemini_route(state: &State, req: &Request, model: &str, method: &str) -> Repl
     };
     let body = camelize(body);
     let result = match method {
-        "generateContent" => gemini_generate(state, req, &body, model, false),
-        "streamGenerateContent" => gemini_generate(state, req, &body, model, true),
-        "embedContent" => gemini_embed(&body),
-        "batchEmbedContents" => gemini_batch_embed(&body),
+        "generateContent" => gemini_generate(state, req, &body, model, false, opts),
+        "streamGenerateContent" => {
+            gemini_generate(state, req, &body, model, !opts.force_full, opts)
+        }
+        "embedContent" => gemini_embed(&body, opts),
+        "batchEmbedContents" => gemini_batch_embed(&body, opts),
         "countTokens" => gemini_count_tokens(&body),
         _ => return gemini_error(404, &format!("Method not found: {method}.")),
     };
@@ -2592,18 +3209,30 @@ fn gemini_generate(
     body: &Value,
     model: &str,
     stream: bool,
+    opts: RouteOpts,
 ) -> Result<Reply, String> {
     validate_generate(body, &[])?;
     if model.starts_with("gemini-3") {
         check_signatures(body, model)?;
     }
-    let plan = GeminiPlan::new(body, model);
+    let mut plan = GeminiPlan::new(body, model);
     let id = format!("mock-{}", short_hash(&req.body));
     if !stream {
+        if let Some(size) = opts.size {
+            let body = fit_to(size, |n| {
+                plan.answer = GeminiAnswer::Texts(vec![filler(n)]);
+                serde_json::to_vec(&gemini_full(&plan, model, &id)).unwrap_or_default()
+            });
+            return Ok(Reply::full(200, "application/json", body));
+        }
         return Ok(json_reply(200, &gemini_full(&plan, model, &id)));
     }
     let tuning = state.tuning.get();
     let chunks = usize::try_from(tuning.chunks).unwrap_or(1);
+    if let Some(size) = opts.size {
+        plan.answer = GeminiAnswer::Texts(vec![filler(size)]);
+    }
+    let chunks = opts.events.unwrap_or(chunks);
     let items = gemini_stream_items(&plan, model, &id, chunks);
     if req.head.query("alt") != Some("sse") {
         return Ok(json_reply(200, &Value::Array(items)));
@@ -2661,7 +3290,7 @@ fn embed_request(v: &Value, loc: &str, keys: &[&str]) -> Result<(String, usize),
 }
 
 /// `:embedContent`.
-fn gemini_embed(body: &Value) -> Result<Reply, String> {
+fn gemini_embed(body: &Value, opts: RouteOpts) -> Result<Reply, String> {
     let keys = [
         "content",
         "taskType",
@@ -2670,6 +3299,16 @@ fn gemini_embed(body: &Value) -> Result<Reply, String> {
         "model",
     ];
     let (text, dims) = embed_request(body, "", &keys)?;
+    if let Some(size) = opts.size {
+        let body = sized_embeddings(
+            size,
+            &[text.as_str()],
+            "{\"embedding\":",
+            |_| "{\"values\":".to_owned(),
+            "}",
+        );
+        return Ok(Reply::full(200, "application/json", body));
+    }
     Ok(json_reply(
         200,
         &json!({"embedding": {"values": embed_json(&text, dims)}}),
@@ -2677,7 +3316,7 @@ fn gemini_embed(body: &Value) -> Result<Reply, String> {
 }
 
 /// `:batchEmbedContents` (each request must name its `models/...` model, as Google insists).
-fn gemini_batch_embed(body: &Value) -> Result<Reply, String> {
+fn gemini_batch_embed(body: &Value, opts: RouteOpts) -> Result<Reply, String> {
     let obj = object(body, "", "BatchEmbedContentsRequest")?;
     expect_keys(obj, &["requests"], "")?;
     let requests = array(
@@ -2696,6 +3335,7 @@ fn gemini_batch_embed(body: &Value) -> Result<Reply, String> {
         "outputDimensionality",
     ];
     let mut embeddings = Vec::with_capacity(requests.len());
+    let mut texts = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
         let loc = format!("requests[{i}]");
         if !r["model"]
@@ -2707,7 +3347,21 @@ fn gemini_batch_embed(body: &Value) -> Result<Reply, String> {
             ));
         }
         let (text, dims) = embed_request(r, &loc, &keys)?;
-        embeddings.push(json!({"values": embed_json(&text, dims)}));
+        if opts.size.is_none() {
+            embeddings.push(json!({"values": embed_json(&text, dims)}));
+        }
+        texts.push(text);
+    }
+    if let Some(size) = opts.size {
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let body = sized_embeddings(
+            size,
+            &texts,
+            "{\"embeddings\":[",
+            |_| "{\"values\":".to_owned(),
+            "]}",
+        );
+        return Ok(Reply::full(200, "application/json", body));
     }
     Ok(json_reply(200, &json!({"embeddings": embeddings})))
 }
