@@ -3,6 +3,10 @@
 `mock_provider()` starts the bundled mock provider (port 0, port read from its first line);
 `gateway(config)` writes a config file and starts the real `llm-gateway` binary on a free
 port, waiting until it serves. Both are stopped at the end of the test.
+
+Every test runs under the secret scanner (`secrets_scan.py`): any configured secret or client
+key in a byte received from a gateway, or in a gateway's logs, fails the test that was running
+(`LLM_GATEWAY_SECRET_SCAN=0` switches it off).
 """
 
 import json
@@ -17,10 +21,13 @@ from pathlib import Path
 import pytest
 import requests
 
+import secrets_scan
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("LLM_GATEWAY_BIN_DIR", ROOT / "target" / "debug"))
 GATEWAY_BIN = Path(os.environ.get("LLM_GATEWAY_BIN", BIN_DIR / "llm-gateway"))
 MOCK_BIN = BIN_DIR / "mock-provider"
+SCAN = secrets_scan.install() if os.environ.get("LLM_GATEWAY_SECRET_SCAN", "1") != "0" else None
 
 
 def free_port():
@@ -99,7 +106,19 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         self.start(wait)
 
+    def ports(self):
+        """Every port this gateway may listen on (the test's, an env or flag override)."""
+        ports = {self.port}
+        if str(self.env.get("GATEWAY_PORT", "")).isdigit():
+            ports.add(int(self.env["GATEWAY_PORT"]))
+        for flag, value in zip(self.args, self.args[1:]):
+            if flag == "--port" and str(value).isdigit():
+                ports.add(int(value))
+        return ports
+
     def start(self, wait="live"):
+        if SCAN is not None:
+            SCAN.gateway_started(self, self.ports(), self.log_path)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(GATEWAY_BIN), "--config", str(self.config_path), *self.args],
@@ -159,6 +178,8 @@ class Gateway:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        if SCAN is not None:
+            SCAN.gateway_stopped(self)
 
 
 ENV_NAMES = {
@@ -189,6 +210,55 @@ def provider_config(mock_url, openai_key="gw-openai-key", gemini_key="gw-gemini-
     for section, values in extra.items():
         cfg.setdefault(section, {}).update(values)
     return cfg
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Bytes and log lines are charged to the test running when the scanner sees them."""
+    if SCAN is not None:
+        SCAN.current_test = item.nodeid
+    yield
+    if SCAN is not None:
+        SCAN.current_test = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """After a test's teardown: scan the logs of the gateways still running, fail on a leak."""
+    outcome = yield
+    if SCAN is None or call.when != "teardown":
+        return
+    rep = outcome.get_result()
+    SCAN.poll()
+    leaks = SCAN.take(item.nodeid)
+    if leaks:
+        text = "a configured secret or client key left the gateway:\n" + SCAN.describe(leaks)
+        rep.outcome = "failed"
+        if rep.longrepr:
+            rep.sections.append(("secret scanner", text))
+        else:
+            rep.longrepr = text
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Whatever was found outside a test's report (or after it) fails the session, named."""
+    if SCAN is None:
+        return
+    SCAN.close()
+    leaks = SCAN.take(everything=True)
+    if leaks:
+        session.config._secret_scan_leaks = SCAN.describe(leaks)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if SCAN is None:
+        return
+    leaks = getattr(config, "_secret_scan_leaks", None)
+    if leaks:
+        terminalreporter.section("secret scanner: leaks found outside a test report", red=True)
+        terminalreporter.line(leaks)
+    terminalreporter.line(SCAN.summary())
 
 
 @pytest.fixture
