@@ -2087,6 +2087,8 @@ struct ChatPlan<'a> {
     prompt_tokens: u64,
     stream: bool,
     include_usage: bool,
+    /// Completion tokens to report instead of counting the answer's words (`size`).
+    completion_words: Option<u64>,
 }
 
 /// Validates a chat request and decides the answer; `Err` is (param, message).
@@ -2152,6 +2154,7 @@ fn chat_plan(body: &Value) -> Result<ChatPlan<'_>, (Option<&'static str>, String
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true),
+        completion_words: None,
     })
 }
 
@@ -2183,8 +2186,9 @@ fn openai_chat(state: &State, req: &Request, opts: RouteOpts) -> Reply {
         return Reply::stream(chat_events(&plan, &id, opts.events.unwrap_or(chunks)), 1);
     }
     if let Some(size) = opts.size {
-        let body = fit_to(size, |n| {
-            plan.answer = ChatAnswer::Text(filler(n));
+        plan.answer = ChatAnswer::Text(FILL_MARK.to_owned());
+        let body = fit_text(size, |words| {
+            plan.completion_words = Some(words);
             serde_json::to_vec(&chat_completion(&plan, &id)).unwrap_or_default()
         });
         return Reply::full(200, "application/json", body);
@@ -2192,10 +2196,14 @@ fn openai_chat(state: &State, req: &Request, opts: RouteOpts) -> Reply {
     json_reply(200, &chat_completion(&plan, &id))
 }
 
-/// Text of `n` ASCII characters (words and spaces, nothing JSON needs to escape).
+/// The repeated text of sized answers: ASCII words and spaces, nothing JSON escapes.
+const FILL_PATTERN: &[u8] = b"The quick brown fox jumps over the lazy dog. ";
+/// Stands for the filler in the skeleton of a sized answer.
+const FILL_MARK: &str = "@@mock-filler@@";
+
+/// Text of `n` characters of [`FILL_PATTERN`].
 fn filler(n: usize) -> String {
-    const PATTERN: &[u8] = b"The quick brown fox jumps over the lazy dog. ";
-    PATTERN
+    FILL_PATTERN
         .iter()
         .copied()
         .cycle()
@@ -2204,19 +2212,40 @@ fn filler(n: usize) -> String {
         .collect()
 }
 
-/// `build(n)` for the `n` that makes it exactly `size` bytes long (or as close as it gets),
-/// where `n` is the length of a padding that adds about `n` bytes.
-fn fit_to(size: usize, mut build: impl FnMut(usize) -> Vec<u8>) -> Vec<u8> {
+/// [`words`] of [`filler`]`(n)`, without building it.
+fn filler_words(n: usize) -> u64 {
+    let starts = |len: usize| {
+        (0..len)
+            .filter(|&i| FILL_PATTERN[i] != b' ' && (i == 0 || FILL_PATTERN[i - 1] == b' '))
+            .count()
+    };
+    let whole = n / FILL_PATTERN.len();
+    (whole * starts(FILL_PATTERN.len()) + starts(n % FILL_PATTERN.len())) as u64
+}
+
+/// An answer of exactly `size` bytes where it can be: `skeleton(words)` serialises the answer
+/// with [`FILL_MARK`] as its text and `words` as its completion tokens; the mark is then
+/// replaced by as much filler as makes `size` bytes.
+fn fit_text(size: usize, mut skeleton: impl FnMut(u64) -> Vec<u8>) -> Vec<u8> {
     let mut n = 0;
-    let mut out = build(n);
+    let mut shape = skeleton(filler_words(n));
     for _ in 0..8 {
-        let next = (n + size).saturating_sub(out.len());
-        if out.len() == size || next == n {
+        let fixed = shape.len().saturating_sub(FILL_MARK.len());
+        let next = size.saturating_sub(fixed);
+        if next == n {
             break;
         }
         n = next;
-        out = build(n);
+        shape = skeleton(filler_words(n));
     }
+    let mark = FILL_MARK.as_bytes();
+    let Some(at) = shape.windows(mark.len()).position(|w| w == mark) else {
+        return shape;
+    };
+    let mut out = Vec::with_capacity(shape.len() - mark.len() + n);
+    out.extend_from_slice(&shape[..at]);
+    out.extend_from_slice(filler(n).as_bytes());
+    out.extend_from_slice(&shape[at + mark.len()..]);
     out
 }
 
@@ -2226,7 +2255,7 @@ fn chat_completion(plan: &ChatPlan<'_>, id: &str) -> Value {
         ChatAnswer::Text(text) => (
             json!({"role": "assistant", "content": text, "refusal": null}),
             "stop",
-            words(text),
+            plan.completion_words.unwrap_or_else(|| words(text)),
         ),
         ChatAnswer::ToolCall(name) => (
             json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [openai_tool_call(name)]}),
@@ -3020,6 +3049,8 @@ struct GeminiPlan {
     answer: GeminiAnswer,
     prompt_tokens: u64,
     thinking: bool,
+    /// Candidate tokens to report instead of counting the answer's words (`size`).
+    completion_words: Option<u64>,
 }
 
 impl GeminiPlan {
@@ -3048,14 +3079,16 @@ impl GeminiPlan {
             answer,
             prompt_tokens: tokens_for_chars(gemini_prompt_chars(body)),
             thinking: body.pointer("/generationConfig/thinkingConfig").is_some(),
+            completion_words: None,
         }
     }
 
     /// `usageMetadata` (thinking adds 7 thought tokens, counted in the total as Google does).
     fn usage(&self) -> Value {
-        let completion = match &self.answer {
-            GeminiAnswer::Calls(parts) => parts.len() as u64,
-            GeminiAnswer::Texts(texts) => texts.iter().map(|t| words(t)).sum(),
+        let completion = match (&self.answer, self.completion_words) {
+            (_, Some(w)) => w,
+            (GeminiAnswer::Calls(parts), None) => parts.len() as u64,
+            (GeminiAnswer::Texts(texts), None) => texts.iter().map(|t| words(t)).sum(),
         };
         let thoughts = if self.thinking { 7 } else { 0 };
         let mut usage = json!({
@@ -3219,8 +3252,9 @@ fn gemini_generate(
     let id = format!("mock-{}", short_hash(&req.body));
     if !stream {
         if let Some(size) = opts.size {
-            let body = fit_to(size, |n| {
-                plan.answer = GeminiAnswer::Texts(vec![filler(n)]);
+            plan.answer = GeminiAnswer::Texts(vec![FILL_MARK.to_owned()]);
+            let body = fit_text(size, |words| {
+                plan.completion_words = Some(words);
                 serde_json::to_vec(&gemini_full(&plan, model, &id)).unwrap_or_default()
             });
             return Ok(Reply::full(200, "application/json", body));
@@ -3452,6 +3486,46 @@ mod tests {
         assert_eq!(split_even("ab", 5), vec!["a", "b"]);
         assert_eq!(split_even("", 3), vec![""]);
         assert_eq!(first64(&"é".repeat(70)).chars().count(), 64);
+    }
+
+    #[test]
+    fn sized_answers_are_exact() {
+        for n in [0, 1, 3, 44, 45, 46, 1000, 65_537] {
+            assert_eq!(filler_words(n), words(&filler(n)), "{n}");
+        }
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let mut plan = chat_plan(&body).map_err(|e| e.1);
+        for size in [1024, 65_535, 65_536, 1_048_577] {
+            let Ok(plan) = plan.as_mut() else { break };
+            plan.answer = ChatAnswer::Text(FILL_MARK.to_owned());
+            let out = fit_text(size, |w| {
+                plan.completion_words = Some(w);
+                serde_json::to_vec(&chat_completion(plan, "id")).unwrap_or_default()
+            });
+            assert_eq!(out.len(), size);
+            let v: Value = serde_json::from_slice(&out).unwrap_or_default();
+            let text = v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap_or_default();
+            assert_eq!(v["usage"]["completion_tokens"], json!(words(text)));
+            let emb = sized_embeddings(
+                size,
+                &["a", "b"],
+                "{\"e\":[",
+                |_| "{\"v\":".to_owned(),
+                "]}",
+            );
+            assert_eq!(emb.len(), size);
+            let v: Value = serde_json::from_slice(&emb).unwrap_or_default();
+            let first = v["e"][0]["v"].as_array().map(Vec::len);
+            assert_eq!(first, v["e"][1]["v"].as_array().map(Vec::len));
+            assert!(first > Some(10));
+            assert_eq!(
+                v["e"][0]["v"][3].as_f64().map(|f| f as f32),
+                embed("a", 4).get(3).copied()
+            );
+        }
+        assert!(plan.is_ok());
     }
 
     #[test]
