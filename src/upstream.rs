@@ -2,10 +2,11 @@
 //! discovery that re-resolves DNS on every update, and a background health check that records
 //! what `/health/providers` shows.
 
-use crate::config::{Config, ProviderKind, Secret, Strategy};
+use crate::config::{Config, HealthCheckMode, ProviderKind, Secret, Strategy};
 use crate::strategy::{self, LatencyEwma, PassiveHealth, PeerView};
 use async_trait::async_trait;
 use http::HeaderValue;
+use pingora::connectors::http::Connector;
 use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::selection::RoundRobin;
@@ -130,6 +131,9 @@ pub struct PeerInfo {
     pub host_header: HeaderValue,
     /// The gateway key's upstream header value (`Bearer …` for OpenAI), marked sensitive.
     pub gateway_auth: Option<HeaderValue>,
+    /// What the background task checks for this peer: `"http"` when the provider's check is
+    /// HTTP and this peer has a gateway key to authenticate it with, else `"tcp"`.
+    pub check: &'static str,
 }
 
 /// The header value that carries `key` to `provider`, marked sensitive (never indexed by
@@ -186,6 +190,7 @@ impl ProviderPool {
             },
             None => None,
         };
+        let http_check = matches!(provider.health_check, HealthCheckMode::Http { .. });
         let mut add = |base_url: &str, key: &Option<Secret>, weight: usize| {
             if let Ok(address) = PeerAddress::parse(base_url) {
                 let authority = address.authority();
@@ -205,6 +210,11 @@ impl ProviderPool {
                     gateway_auth: key
                         .as_ref()
                         .and_then(|k| auth_header_value(kind, k.expose())),
+                    check: if http_check && key.is_some() {
+                        "http"
+                    } else {
+                        "tcp"
+                    },
                 }));
             }
         };
@@ -220,7 +230,11 @@ impl ProviderPool {
             peers: peers.clone(),
         };
         let mut backends = Backends::new(Box::new(discovery));
-        backends.set_health_check(Box::new(ConnectCheck));
+        backends.set_health_check(Box::new(PeerCheck {
+            mode: provider.health_check.clone(),
+            timeout: provider.timeout.min(CHECK_TIMEOUT),
+            connector: Connector::new(None),
+        }));
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
         lb.health_check_frequency = Some(config.routing.health_check_interval);
         // Re-resolve names as often as we check health: provider IPs move.
@@ -406,24 +420,135 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A TCP connect check: cheap, needs no provider key, and catches a dead peer or port.
-struct ConnectCheck;
+/// The longest a check waits (connect, and for HTTP the response header): a check is cheap
+/// or the peer is in trouble.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The health check of one provider's peers: an authenticated HTTP request where the config
+/// asks for one and the peer has a gateway key, else a TCP connect.
+///
+/// A TCP connect alone keeps a peer that accepts connections but answers 401 or 5xx to
+/// everything (a revoked key, a broken proxy, a provider outage behind its load balancer)
+/// "healthy", so requests keep going to it and fail over one by one. An HTTP check on the
+/// model list fails such a peer once per interval instead of once per request. A peer without
+/// a gateway key cannot be asked anything authenticated (its callers bring their own keys), so
+/// it keeps the TCP check rather than failing for the lack of a key.
+struct PeerCheck {
+    mode: HealthCheckMode,
+    timeout: Duration,
+    /// A connector of its own, never given sessions back: each check opens a fresh
+    /// connection (a pooled one would prove nothing about connecting) and checks never take
+    /// connections from the request path's pool.
+    connector: Connector,
+}
+
+/// What a check found; `Err` is shown as the peer's `last_error` and never holds a key.
+type CheckResult = Result<(), String>;
+
+impl PeerCheck {
+    async fn tcp(&self, addr: SocketAddr) -> CheckResult {
+        match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_stream)) => Ok(()),
+            Ok(Err(e)) => Err(format!("connect to {addr} failed: {e}")),
+            Err(_) => Err(format!("connect to {addr} timed out")),
+        }
+    }
+
+    /// `GET {base_path}{path}` with the peer's gateway key; healthy on a 2xx. The answer's
+    /// body is never read: a refusal may echo the key, and the status is all that counts.
+    async fn http(
+        &self,
+        info: &PeerInfo,
+        addr: SocketAddr,
+        path: &str,
+        auth: &HeaderValue,
+    ) -> CheckResult {
+        let full = format!("{}{}", info.address.base_path, path);
+        // The query (e.g. `?pageSize=1`) is left out of messages: only the path names the check.
+        let shown = full.split('?').next().unwrap_or(&full).to_string();
+        let header = check_request(info, &full, auth)
+            .map_err(|e| format!("health check GET {shown} cannot be sent: {e}"))?;
+        let peer = info.http_peer(addr, self.timeout);
+        let work = async {
+            let (mut up, _reused) =
+                self.connector.get_http_session(&peer).await.map_err(|e| {
+                    format!("health check GET {shown}: connect to {addr} failed: {e}")
+                })?;
+            let exchange = async {
+                up.write_request_header(Box::new(header)).await?;
+                up.finish_request_body().await?;
+                up.read_response_header().await
+            };
+            exchange
+                .await
+                .map_err(|e| format!("health check GET {shown} failed: {e}"))?;
+            let status = up
+                .response_header()
+                .map(|h| h.status)
+                .ok_or_else(|| format!("health check GET {shown} got no response header"))?;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "health check GET {shown} answered {}",
+                    status.as_u16()
+                ))
+            }
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "health check GET {shown} got no answer within {} ms",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+}
+
+/// The check's request header: the peer's `Host`, the gateway key in the provider's own
+/// header (`Authorization: Bearer` for OpenAI, `x-goog-api-key` for Gemini), marked sensitive.
+fn check_request(
+    info: &PeerInfo,
+    path: &str,
+    auth: &HeaderValue,
+) -> Result<pingora::http::RequestHeader, String> {
+    use http::header;
+    let uri = http::Uri::try_from(path).map_err(|_| "not a valid request path".to_string())?;
+    let mut h = http::HeaderMap::with_capacity(4);
+    h.insert(header::HOST, info.host_header.clone());
+    h.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("llm-gateway-health/", env!("CARGO_PKG_VERSION"))),
+    );
+    h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    let name = match info.provider {
+        ProviderKind::OpenAi => header::AUTHORIZATION,
+        ProviderKind::Gemini => http::HeaderName::from_static("x-goog-api-key"),
+    };
+    h.insert(name, auth.clone());
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = http::Method::GET;
+    parts.uri = uri;
+    parts.headers = h;
+    Ok(pingora::http::RequestHeader::from(parts))
+}
 
 #[async_trait]
-impl HealthCheck for ConnectCheck {
+impl HealthCheck for PeerCheck {
     async fn check(&self, target: &Backend) -> pingora::Result<()> {
         let info = target.ext.get::<Arc<PeerInfo>>().cloned();
         let Some(addr) = target.addr.as_inet().copied() else {
             return Err(pingora::Error::new_str("not an inet address"));
         };
         let started = std::time::Instant::now();
-        let outcome =
-            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-                .await;
-        let result = match outcome {
-            Ok(Ok(_stream)) => Ok(()),
-            Ok(Err(e)) => Err(format!("connect to {addr} failed: {e}")),
-            Err(_) => Err(format!("connect to {addr} timed out")),
+        let result = match (&self.mode, info.as_deref()) {
+            (HealthCheckMode::Http { path }, Some(peer)) => match &peer.gateway_auth {
+                Some(auth) => self.http(peer, addr, path, auth).await,
+                None => self.tcp(addr).await,
+            },
+            (HealthCheckMode::Tcp, _) | (HealthCheckMode::Http { .. }, None) => {
+                self.tcp(addr).await
+            }
         };
         if let Some(info) = info {
             info.stats.last_check_ms.store(now_ms(), Ordering::Relaxed);
@@ -443,9 +568,24 @@ impl HealthCheck for ConnectCheck {
     }
 
     /// A peer that passes its check again is no longer cooled down by past request failures.
+    /// Each flip is logged once (with the check's finding, which never holds a key), so an
+    /// operator sees why a peer stopped getting traffic.
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
-        if let (true, Some(info)) = (healthy, target.ext.get::<Arc<PeerInfo>>()) {
+        let Some(info) = target.ext.get::<Arc<PeerInfo>>() else {
+            return;
+        };
+        if healthy {
             info.stats.passive.clear();
+            log::info!(target: "gateway:upstream", "{} peer {} is healthy again", info.provider.name(), info.base_url);
+        } else {
+            let why = info
+                .stats
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_default();
+            log::warn!(target: "gateway:upstream", "{} peer {} is unhealthy: {why}", info.provider.name(), info.base_url);
         }
     }
 

@@ -194,6 +194,38 @@ pub struct ProviderConfig {
     pub models: Option<Vec<String>>,
     pub ca_file: Option<PathBuf>,
     pub weight: usize,
+    pub health_check: HealthCheckMode,
+}
+
+/// How the background task checks a provider's peers (`providers.<p>.health_check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckMode {
+    /// A TCP connect: catches a dead host or port, but not a peer that accepts connections and
+    /// refuses every request.
+    Tcp,
+    /// An authenticated `GET {base_url}{path}` with the peer's gateway key, healthy on a 2xx.
+    /// A peer without a gateway key has nothing to authenticate with and gets the TCP check.
+    Http { path: String },
+}
+
+impl HealthCheckMode {
+    /// The model list: cheap, free of charge on both providers, and it needs a valid key.
+    pub const DEFAULT_HTTP_PATH: &'static str = "/models";
+}
+
+/// Written the way the file spells it, so `/config` output is valid config again.
+impl Serialize for HealthCheckMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            HealthCheckMode::Tcp => s.serialize_str("tcp"),
+            HealthCheckMode::Http { path } => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("path", path)?;
+                m.end()
+            }
+        }
+    }
 }
 
 /// One more peer of a provider: another region, key or proxy.
@@ -549,6 +581,7 @@ fn providers(v: Option<&Value>, p: &mut Problems) -> BTreeMap<ProviderKind, Prov
                 "models",
                 "ca_file",
                 "weight",
+                "health_check",
             ],
             p,
         );
@@ -597,10 +630,65 @@ fn providers(v: Option<&Value>, p: &mut Problems) -> BTreeMap<ProviderKind, Prov
                 models: f.string_list("models", p),
                 ca_file: f.string("ca_file", p).map(PathBuf::from),
                 weight: f.integer("weight", "a number", 1, p) as usize,
+                health_check: health_check(&f, p),
             },
         );
     }
     out
+}
+
+/// `tcp`, what the gateway always did: an HTTP check sends every peer a request per interval
+/// and takes out a peer that refuses them, which changes how failover tests and deployments
+/// behave, so it is chosen per provider. (Making `http` the default needs the Python harness
+/// to pin `tcp` where it makes a mock fail every request, or those peers drop out.)
+const DEFAULT_HEALTH_CHECK: HealthCheckMode = HealthCheckMode::Tcp;
+
+/// `health_check: tcp`, `health_check: http` (the model list) or `health_check: {path: …}`.
+fn health_check(f: &Fields, p: &mut Problems) -> HealthCheckMode {
+    const EXPECTED: &str = "expected tcp, http, or a mapping with a path (e.g. {path: /models})";
+    let field = f.path_of("health_check");
+    match f.raw("health_check") {
+        None => DEFAULT_HEALTH_CHECK,
+        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "tcp" => HealthCheckMode::Tcp,
+            "http" => HealthCheckMode::Http {
+                path: HealthCheckMode::DEFAULT_HTTP_PATH.into(),
+            },
+            _ => {
+                p.error(&field, EXPECTED);
+                DEFAULT_HEALTH_CHECK
+            }
+        },
+        Some(v @ Value::Object(_)) => {
+            let m = section(Some(v), &field, &["path"], p);
+            let hf = Fields::new(m, &field);
+            match hf.string("path", p) {
+                Some(path) if is_check_path(&path) => HealthCheckMode::Http { path },
+                Some(_) => {
+                    p.error(
+                        &hf.path_of("path"),
+                        "must start with / and hold only visible ASCII characters, without #",
+                    );
+                    DEFAULT_HEALTH_CHECK
+                }
+                None => {
+                    p.error(&hf.path_of("path"), "is required");
+                    DEFAULT_HEALTH_CHECK
+                }
+            }
+        }
+        Some(other) => {
+            p.error(&field, format!("{EXPECTED}, got {}", file::describe(other)));
+            DEFAULT_HEALTH_CHECK
+        }
+    }
+}
+
+/// A path (and optional query) that can go on a request line after the peer's base path.
+fn is_check_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= 512
+        && path.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
 }
 
 fn routing(v: Option<&Value>, p: &mut Problems) -> RoutingConfig {

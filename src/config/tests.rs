@@ -615,3 +615,67 @@ fn a_number_of_the_wrong_sign_or_kind_says_so() {
         vec!["server.threads: expected a number, got a list"]
     );
 }
+
+#[test]
+fn health_checks_are_tcp_http_or_a_path() {
+    let c = ok("", &[]);
+    assert_eq!(
+        c.providers[&ProviderKind::OpenAi].health_check,
+        HealthCheckMode::Tcp,
+        "the default"
+    );
+    let c = ok(
+        "providers:\n  openai: { health_check: http }\n  gemini: { health_check: { path: \"/models?pageSize=1\" } }\n",
+        &[],
+    );
+    assert_eq!(
+        c.providers[&ProviderKind::OpenAi].health_check,
+        HealthCheckMode::Http {
+            path: "/models".into()
+        },
+        "http is the model list"
+    );
+    assert_eq!(
+        c.providers[&ProviderKind::Gemini].health_check,
+        HealthCheckMode::Http {
+            path: "/models?pageSize=1".into()
+        }
+    );
+    let shown = c.redacted_json();
+    assert_eq!(
+        shown["providers"]["openai"]["health_check"],
+        serde_json::json!({"path": "/models"}),
+        "shown as the file spells it"
+    );
+    assert_eq!(
+        ok("providers:\n  openai: { health_check: tcp }\n", &[]).redacted_json()["providers"]
+            ["openai"]["health_check"],
+        "tcp"
+    );
+}
+
+#[test]
+fn a_bad_health_check_is_named() {
+    assert_eq!(
+        errors("providers:\n  openai: { health_check: ping }\n  gemini: { health_check: [1] }\n"),
+        vec![
+            "providers.openai.health_check: expected tcp, http, or a mapping with a path (e.g. {path: /models})",
+            "providers.gemini.health_check: expected tcp, http, or a mapping with a path (e.g. {path: /models}), got a list",
+        ]
+    );
+    assert_eq!(
+        errors("providers:\n  openai: { health_check: { path: models } }\n"),
+        vec!["providers.openai.health_check.path: must start with / and hold only visible ASCII characters, without #"]
+    );
+    assert_eq!(
+        errors("providers:\n  openai: { health_check: { path: \"/a b\" } }\n"),
+        vec!["providers.openai.health_check.path: must start with / and hold only visible ASCII characters, without #"]
+    );
+    assert_eq!(
+        errors("providers:\n  openai: { health_check: { paht: /models } }\n"),
+        vec![
+            "providers.openai.health_check.paht: unknown field (expected one of: path)",
+            "providers.openai.health_check.path: is required",
+        ]
+    );
+}

@@ -85,3 +85,202 @@ def test_a_reload_with_a_misplaced_secret_logs_no_secret(mock, start_gateway):
     assert "providers.openai.timeout" in logs and "auth.mode" in logs, f"the reload errors must name the fields:\n{logs}"
     assert SECRET not in logs, f"a rejected reload logged the misplaced value:\n{logs}"
     assert gw.chat().status_code == 200, "the running config is kept after a rejected reload"
+
+
+# ---- Redis restarts (item 15) ----
+
+# Every Redis call is bounded (cache reads 100 ms, writes 250 ms, limit checks 100 ms), and a
+# request makes at most a few of them; whatever Redis does, a request to a mock answering at
+# once must be far below this. 1 s leaves room for a slow CI machine, not for a reconnect.
+REDIS_BOUND_S = 1.0
+
+
+def redis_config(mock, redis_url):
+    cfg = provider_config(mock.url)
+    cfg["cache"] = {"enabled": True, "ttl": 60, "max_size": 100, "redis_url": redis_url}
+    cfg["security"] = {"rate_limit_rpm": 100000}
+    return cfg
+
+
+def timed_chat(session, gw, i):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"redis restart {i}"}]}
+    started = time.monotonic()
+    r = session.post(gw.url + "/v1/chat/completions", json=body, timeout=30)
+    return r.status_code, time.monotonic() - started, r.headers.get("x-gateway-cache")
+
+
+def test_a_redis_restart_never_holds_a_request_beyond_the_redis_bounds(mock, start_gateway, start_redis):
+    import requests
+    import threading
+
+    redis = start_redis()
+    gw = start_gateway(redis_config(mock, redis.url))
+    s = requests.Session()
+    for i in range(5):  # warm: the connections to Redis exist and are in use
+        assert timed_chat(s, gw, f"warm {i}")[0] == 200
+    results = []
+    lock = threading.Lock()
+
+    def fire(n, tag):
+        sess = requests.Session()
+        for i in range(n):
+            out = timed_chat(sess, gw, f"{tag} {i}")
+            with lock:
+                results.append((tag, i) + out)
+
+    port = redis.port
+    redis.stop()
+    during = [threading.Thread(target=fire, args=(10, f"down{t}")) for t in range(2)]
+    for t in during:
+        t.start()
+    for t in during:
+        t.join()
+    start_redis(port)
+    # Right after the restart: the backends reconnect while these run, from several clients.
+    after = [threading.Thread(target=fire, args=(15, f"up{t}")) for t in range(2)]
+    for t in after:
+        t.start()
+    for t in after:
+        t.join()
+    time.sleep(1.5)  # past any retry delay or probe interval: the recovered steady state
+    fire(10, "later")
+    assert len(results) == 60
+    if os.environ.get("HOSTILE_DEBUG"):
+        for r in results:
+            print(r)
+    slow = [r for r in results if r[3] >= REDIS_BOUND_S]
+    assert not slow, (
+        f"{len(slow)} requests waited for Redis beyond its bounds (100 ms reads, 250 ms writes, "
+        f"100 ms limit checks; {REDIS_BOUND_S} s allowed in all): "
+        + ", ".join(f"{tag}#{i} {dt * 1000:.0f} ms" for tag, i, _, dt, _ in slow)
+    )
+    failed = [r for r in results if r[2] != 200]
+    assert not failed, f"Redis trouble must fail open (misses, local limits), got {failed}"
+    hits_or_misses = {r[4] for r in results}
+    assert hits_or_misses <= {"MISS", "HIT"}, hits_or_misses
+    # And Redis is used again once it is back.
+    deadline = time.time() + 10
+    while time.time() < deadline and not redis_keys(redis, port):
+        timed_chat(s, gw, "after recovery")
+        time.sleep(0.2)
+    assert redis_keys(redis, port), "the cache writes to Redis again after the restart"
+
+
+def redis_keys(redis, port):
+    import subprocess as sp
+    out = sp.run(["redis-cli", "-p", str(port), "--scan", "--pattern", "llmgw:*"], capture_output=True, text=True, timeout=5).stdout
+    return out.split()
+
+
+# ---- HTTP health checks (item 17) ----
+
+INTERVAL_MS = 300
+
+
+def peer_health(gw, provider):
+    import requests
+    body = requests.get(gw.url + "/health/providers", timeout=5).json()
+    return {p["base_url"]: p for p in body["providers"][provider]["peers"]}
+
+
+def wait_for_peer(gw, provider, base_url, healthy, within_s):
+    deadline = time.time() + within_s
+    peer = None
+    while time.time() < deadline:
+        peer = peer_health(gw, provider).get(base_url)
+        if peer is not None and peer["healthy"] == healthy and peer["last_check"]:
+            return peer
+        time.sleep(0.05)
+    raise AssertionError(f"{base_url} not healthy={healthy} within {within_s} s: {peer}")
+
+
+def chat_paths(mock):
+    return [r for r in mock.requests() if r["path"].endswith("/chat/completions")]
+
+
+def model_list_checks(mock):
+    return [r for r in mock.requests() if r["method"] == "GET" and r["path"].rstrip("/").endswith("/models")]
+
+
+def test_a_peer_that_refuses_every_request_is_taken_out_by_the_http_check(start_mock, start_gateway):
+    bad, good, keyless = start_mock(), start_mock(), start_mock()
+    cfg = provider_config(good.url, gemini_key=None)
+    cfg["routing"]["health_check_interval_ms"] = INTERVAL_MS
+    cfg["providers"]["openai"].update({
+        "base_url": f"{bad.url}/v1",
+        "endpoints": [{"base_url": f"{good.url}/v1"}],
+        "health_check": "http",
+        "retry_count": 0,
+    })
+    # No gateway key for Gemini: its peer cannot be asked anything authenticated.
+    cfg["providers"]["gemini"].update({"base_url": f"{keyless.url}/v1beta", "health_check": "http"})
+    gw = start_gateway(cfg)
+    for peer in (f"{bad.url}/v1", f"{good.url}/v1"):
+        wait_for_peer(gw, "openai", peer, True, within_s=5)
+    # The check is the authenticated model list, with the gateway key in OpenAI's header.
+    checks = model_list_checks(good)
+    assert checks, "the HTTP check asks the model list"
+    assert checks[0]["path"] == "/v1/models" and checks[0]["headers"].get("authorization") == "Bearer gw-openai-key", checks[0]
+
+    # `bad` now accepts connections and answers 401 to everything, the model list included.
+    bad.faults({"status": 401, "count": 1_000_000})
+    peer = wait_for_peer(gw, "openai", f"{bad.url}/v1", False, within_s=5 * INTERVAL_MS / 1000 + 1)
+    assert peer["last_error"] == "health check GET /v1/models answered 401", peer
+    assert "gw-openai-key" not in json.dumps(peer_health(gw, "openai")), "the key never shows in /health/providers"
+    assert peer_health(gw, "openai")[f"{good.url}/v1"]["healthy"], "the other peer stays healthy"
+
+    before = len(chat_paths(bad))
+    codes = [gw.chat(content=f"after the check {i}").status_code for i in range(12)]
+    assert codes == [200] * 12, f"every request goes to the healthy peer and succeeds: {codes}"
+    assert len(chat_paths(bad)) == before, "an unhealthy peer gets no traffic"
+    assert len(chat_paths(good)) >= 12
+
+    # The keyless Gemini peer keeps the TCP check: it stays healthy even though it would
+    # refuse an authenticated request, and it was never sent one.
+    keyless.faults({"status": 401, "count": 1_000_000})
+    time.sleep(3 * INTERVAL_MS / 1000)
+    g = wait_for_peer(gw, "gemini", f"{keyless.url}/v1beta", True, within_s=2)
+    assert g["last_error"] is None, g
+    assert not model_list_checks(keyless), "a peer without a gateway key gets no HTTP check"
+
+    # Healthy again as soon as it answers: the check lets it back in.
+    bad.reset()
+    wait_for_peer(gw, "openai", f"{bad.url}/v1", True, within_s=5 * INTERVAL_MS / 1000 + 1)
+    logs = gw.logs()
+    assert "is unhealthy: health check GET /v1/models answered 401" in logs, "the flip is logged with its reason"
+    assert "gw-openai-key" not in logs
+
+
+def test_the_gemini_check_sends_the_key_in_x_goog_api_key(start_mock, start_gateway):
+    # Mocks that check the key: the right one answers 200, the wrong one Gemini's 400.
+    right = start_mock("--require-key", "gw-gemini-key")
+    wrong = start_mock("--require-key", "another-key")
+    cfg = provider_config(right.url)
+    cfg["routing"]["health_check_interval_ms"] = INTERVAL_MS
+    cfg["providers"]["openai"]["enabled"] = False
+    cfg["providers"]["gemini"].update({
+        "endpoints": [{"base_url": f"{wrong.url}/v1beta"}],
+        "health_check": {"path": "/models?pageSize=1"},
+    })
+    gw = start_gateway(cfg)
+    bad = wait_for_peer(gw, "gemini", f"{wrong.url}/v1beta", False, within_s=5)
+    assert bad["last_error"] == "health check GET /v1beta/models answered 400", bad
+    good = wait_for_peer(gw, "gemini", f"{right.url}/v1beta", True, within_s=5)
+    assert good["last_error"] is None and good["latency_ms"] is not None, good
+    check = model_list_checks(right)[0]
+    assert check["headers"].get("x-goog-api-key") == "gw-gemini-key", check
+    assert "authorization" not in check["headers"], "Gemini's key goes in its own header only"
+    assert check["query"] == {"pageSize": "1"}, check
+
+
+def test_health_check_tcp_keeps_a_refusing_peer(start_mock, start_gateway):
+    m = start_mock()
+    cfg = provider_config(m.url)
+    cfg["routing"]["health_check_interval_ms"] = INTERVAL_MS
+    cfg["providers"]["openai"]["health_check"] = "tcp"
+    m.faults({"status": 500, "count": 1_000_000})
+    gw = start_gateway(cfg)
+    time.sleep(3 * INTERVAL_MS / 1000)
+    peer = wait_for_peer(gw, "openai", f"{m.url}/v1", True, within_s=2)
+    assert peer["last_error"] is None
+    assert not model_list_checks(m), "tcp means a connect only"
