@@ -24,7 +24,6 @@ use pingora::server::ShutdownWatch;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,9 +38,6 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-/// Connections refused by the guard, by reason (read by the metrics).
-pub static HEADER_TOO_LARGE: AtomicUsize = AtomicUsize::new(0);
-pub static HEADER_TIMEOUT: AtomicUsize = AtomicUsize::new(0);
 
 /// The proxy app with every HTTP/1 connection wrapped in a [`HeaderGuard`].
 pub struct Guarded<A> {
@@ -221,8 +217,10 @@ impl HeaderGuard {
 
     /// One best-effort write of a short error answer before closing: the socket's send
     /// buffer is empty in the header phase, so it goes out at once or not at all.
-    fn refuse(&mut self, cx: &mut Context<'_>, status: &str, counter: &AtomicUsize) -> io::Error {
-        counter.fetch_add(1, Ordering::Relaxed);
+    fn refuse(&mut self, cx: &mut Context<'_>, status: &str, reason: &str) -> io::Error {
+        if let Some(m) = crate::metrics::get() {
+            m.connections_refused.with_label_values(&[reason]).inc();
+        }
         let body = format!("{{\"error\":{{\"message\":\"{status}\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}}}");
         let answer = format!(
             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -263,7 +261,7 @@ impl AsyncRead for HeaderGuard {
                         let e = this.refuse(
                             cx,
                             "431 Request Header Fields Too Large",
-                            &HEADER_TOO_LARGE,
+                            "header_too_large",
                         );
                         return Poll::Ready(Err(e));
                     }
@@ -278,7 +276,7 @@ impl AsyncRead for HeaderGuard {
                 let seen_now = seen + new.len();
                 if seen_now > this.limits.max_header_bytes {
                     let e =
-                        this.refuse(cx, "431 Request Header Fields Too Large", &HEADER_TOO_LARGE);
+                        this.refuse(cx, "431 Request Header Fields Too Large", "header_too_large");
                     return Poll::Ready(Err(e));
                 }
                 if seen == 0 {
@@ -305,7 +303,7 @@ impl AsyncRead for HeaderGuard {
                     // Idle keep-alive connection: close quietly.
                     return Poll::Ready(Ok(()));
                 }
-                let e = this.refuse(cx, "408 Request Timeout", &HEADER_TIMEOUT);
+                let e = this.refuse(cx, "408 Request Timeout", "header_timeout");
                 Poll::Ready(Err(e))
             }
         }

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub shed: IntCounterVec,
+    pub connections_refused: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub redis_errors: IntCounterVec,
     pub inflight: IntGauge,
@@ -90,6 +91,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "gateway_shed_requests_total",
             "Requests refused at once because the gateway was at its concurrency limit",
             &["route"]
+        )?,
+        connections_refused: register_int_counter_vec!(
+            "gateway_connections_refused_total",
+            "Client connections closed by the header guard: header_too_large (431) or header_timeout (408)",
+            &["reason"]
         )?,
         rate_limited: register_int_counter_vec!(
             "gateway_rate_limited_total",

@@ -70,17 +70,23 @@ pub fn build(config: Config, source: ConfigSource) -> Result<Server, String> {
             limits,
         },
     );
-    match tls {
-        Some(tls) => {
-            let cert = tls.cert.to_string_lossy().to_string();
-            let key = tls.key.to_string_lossy().to_string();
-            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
-                .map_err(|e| format!("server.tls: could not load the certificate or key: {e}"))?;
-            settings.enable_h2();
-            proxy.add_tls_with_settings(&listen, None, settings);
-        }
-        None => proxy.add_tcp(&listen),
+    // Pingora gives every accepted connection a 64 KiB read buffer (filled with zeroes, so
+    // each one is resident once reused): an idle keep-alive connection then costs ~100 KB.
+    // Its HTTP/1 parser reads into buffers of its own, so the extra layer only adds a copy.
+    let l4 = pingora::listeners::L4BufferSettings::new(
+        0,
+        pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE,
+    );
+    let mut listener = pingora::listeners::ListenerConfig::tcp(listen.clone()).l4_buffer(l4);
+    if let Some(tls) = tls {
+        let cert = tls.cert.to_string_lossy().to_string();
+        let key = tls.key.to_string_lossy().to_string();
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
+            .map_err(|e| format!("server.tls: could not load the certificate or key: {e}"))?;
+        settings.enable_h2();
+        listener = listener.tls(settings);
     }
+    proxy.add_listener(listener);
     proxy.threads = Some(threads);
     server.add_service(proxy);
     log::info!(target: targets::SERVER, "llm-gateway {} listening on {listen}", env!("CARGO_PKG_VERSION"));
