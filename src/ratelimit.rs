@@ -13,17 +13,14 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const LOG_TARGET: &str = "gateway:ratelimit";
 const WINDOW_MS: u64 = 60_000;
 /// Upper bound on every Redis round trip: a limit check must not become the slow part of a request.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
-/// While Redis is failing, only one call per interval tries it; the rest go local at once instead
-/// of each paying the timeout.
-const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Keys outlive their window a little so an instance whose clock runs slightly behind still finds
 /// the window's count.
 const KEY_GRACE_MS: u64 = 5_000;
@@ -91,12 +88,19 @@ impl RateLimiter {
     /// Never connects here (the connection is made on first use, inside the runtime); an unparsable
     /// URL is logged without its text and the limiter runs in memory.
     pub fn new(redis_url: Option<&str>) -> Self {
-        Self::with_options(redis_url, REDIS_TIMEOUT, PROBE_INTERVAL)
+        Self::with_options(redis_url, REDIS_TIMEOUT, redis_link::COOLDOWN)
     }
 
     fn with_options(redis_url: Option<&str>, timeout: Duration, probe_interval: Duration) -> Self {
-        let redis = redis_url.and_then(|url| match redis::Client::open(url) {
-            Ok(client) => Some(RedisBackend::new(client, timeout, probe_interval)),
+        let link = |url: &str| {
+            if probe_interval == redis_link::COOLDOWN {
+                redis_link::RedisLink::shared(url)
+            } else {
+                redis_link::RedisLink::private(url, probe_interval).map(std::sync::Arc::new)
+            }
+        };
+        let redis = redis_url.and_then(|url| match link(url) {
+            Ok(link) => Some(RedisBackend::new(link, timeout)),
             Err(e) => {
                 // The error text may echo the URL (and its password): log only the kind.
                 log::warn!(target: LOG_TARGET, "invalid Redis URL for rate limits ({:?}); using in-memory limits", e.kind());
@@ -186,9 +190,7 @@ impl RateLimiter {
                 (Backend::Redis, Some(redis)) => {
                     let key = redis_key(Kind::Tokens, &reservation.caller, window);
                     // If this fails the estimate stays counted; the error is already logged/counted.
-                    let _ = redis
-                        .run(key, delta, None, redis_ttl_ms(now), monotonic_ms())
-                        .await;
+                    let _ = redis.run(key, delta, None, redis_ttl_ms(now)).await;
                 }
                 _ => {
                     self.local
@@ -204,9 +206,7 @@ impl RateLimiter {
     /// Whether the shared Redis limit is in use right now: false when no Redis is configured or
     /// while the limiter has fallen back to local counts.
     pub fn redis_healthy(&self) -> bool {
-        self.redis
-            .as_ref()
-            .is_some_and(|r| r.healthy.load(Ordering::Relaxed))
+        self.redis.as_ref().is_some_and(RedisBackend::healthy)
     }
 
     /// Counts `amount` in Redis when it is usable, else locally. `limit` None = unconditional.
@@ -221,10 +221,7 @@ impl RateLimiter {
     ) -> (Counted, Backend) {
         if let Some(redis) = &self.redis {
             let key = redis_key(kind, id, window);
-            if let Some(counted) = redis
-                .run(key, amount, limit, redis_ttl_ms(now), monotonic_ms())
-                .await
-            {
+            if let Some(counted) = redis.run(key, amount, limit, redis_ttl_ms(now)).await {
                 return (counted, Backend::Redis);
             }
         }
@@ -296,13 +293,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Monotonic milliseconds for the Redis probe timer (wall time may jump; tests inject it).
-fn monotonic_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -516,45 +506,33 @@ end
 return {1, new, ttl}
 ";
 
+/// The limiter's side of the shared Redis link: the count script, run under the link's bound
+/// and circuit breaker.
 struct RedisBackend {
-    client: redis::Client,
-    /// Built on first use because the manager spawns its driver task on the current runtime.
-    manager: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    user: redis_link::RedisUser,
     script: redis::Script,
-    healthy: AtomicBool,
-    /// Monotonic ms before which an unhealthy backend is not tried.
-    next_probe_ms: AtomicU64,
     timeout: Duration,
-    probe_interval_ms: u64,
 }
 
-/// Why a Redis call did not answer; logged as a category, never with the error text (which can
-/// carry connection details).
-enum RedisFailure {
-    Timeout,
-    Redis(redis::ErrorKind),
-}
-
-impl std::fmt::Display for RedisFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RedisFailure::Timeout => write!(f, "timed out"),
-            RedisFailure::Redis(kind) => write!(f, "{kind:?}"),
-        }
-    }
-}
+const RATELIMIT_USE: redis_link::Use = redis_link::Use {
+    label: "ratelimit",
+    target: LOG_TARGET,
+    lost: "Redis unavailable for rate limits",
+    fallback: "enforcing per-instance limits until it is back",
+    back: "Redis is back; rate limits are shared again",
+};
 
 impl RedisBackend {
-    fn new(client: redis::Client, timeout: Duration, probe_interval: Duration) -> Self {
+    fn new(link: std::sync::Arc<redis_link::RedisLink>, timeout: Duration) -> Self {
         Self {
-            client,
-            manager: tokio::sync::OnceCell::new(),
+            user: redis_link::RedisUser::new(link, &RATELIMIT_USE),
             script: redis::Script::new(COUNT_SCRIPT),
-            healthy: AtomicBool::new(true),
-            next_probe_ms: AtomicU64::new(0),
             timeout,
-            probe_interval_ms: u64::try_from(probe_interval.as_millis()).unwrap_or(u64::MAX),
         }
+    }
+
+    fn healthy(&self) -> bool {
+        self.user.healthy()
     }
 
     /// Runs the count script; None when Redis is skipped (outage, waiting for the next probe) or
@@ -565,80 +543,323 @@ impl RedisBackend {
         amount: i64,
         limit: Option<u64>,
         ttl_ms: u64,
-        mono_now: u64,
     ) -> Option<Counted> {
-        if !self.should_try(mono_now) {
-            return None;
-        }
         let limit = limit.map_or(-1, to_i64);
-        let call = async {
-            let manager = self
-                .manager
-                .get_or_try_init(|| async {
-                    let config = redis::aio::ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(self.timeout))
-                        .set_response_timeout(Some(self.timeout))
-                        .set_number_of_retries(1)
-                        .set_max_delay(Duration::from_secs(1));
-                    redis::aio::ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                })
-                .await?;
-            let mut conn = manager.clone();
-            self.script
-                .key(key)
-                .arg(amount)
-                .arg(limit)
-                .arg(ttl_ms)
-                .invoke_async::<(u8, i64, i64)>(&mut conn)
-                .await
-        };
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok((applied, count, _ttl))) => Ok(Counted {
-                allowed: applied == 1,
-                count: u64::try_from(count).unwrap_or(0),
-            }),
-            Ok(Err(e)) => Err(RedisFailure::Redis(e.kind())),
-            Err(_) => Err(RedisFailure::Timeout),
-        };
-        match result {
-            Ok(counted) => {
-                if !self.healthy.swap(true, Ordering::Relaxed) {
-                    log::info!(target: LOG_TARGET, "Redis is back; rate limits are shared again");
-                }
-                Some(counted)
+        let script = &self.script;
+        let (applied, count, _ttl) = self
+            .user
+            .call(self.timeout, |mut conn| async move {
+                script
+                    .key(key)
+                    .arg(amount)
+                    .arg(limit)
+                    .arg(ttl_ms)
+                    .invoke_async::<(u8, i64, i64)>(&mut conn)
+                    .await
+            })
+            .await?;
+        Some(Counted {
+            allowed: applied == 1,
+            count: u64::try_from(count).unwrap_or(0),
+        })
+    }
+}
+
+/// One connection and one circuit breaker per Redis URL, shared by the response cache and the
+/// rate limiter: one rule for how long any Redis call may take and when Redis is skipped.
+///
+/// The rule: every call, connecting included, runs under `tokio::time::timeout` with the
+/// caller's bound, so nothing Redis does (a restart, a hang, a slow reconnect) can hold a
+/// request longer than that. A failure opens the breaker: for [`redis_link::COOLDOWN`] every
+/// call skips Redis at once (a miss, a local count), then one call probes it; its success
+/// closes the breaker for everyone. There is no reconnect loop in the background: a
+/// connection that failed is dropped and the next admitted call connects again, inside its own
+/// bound. (`redis::aio::ConnectionManager`, used before, reconnects with exponential backoff
+/// in a shared future that calls wait on: right after a restart calls queued behind a
+/// reconnect that was still sleeping, and Redis stayed unused seconds after it was back.)
+///
+/// It lives here rather than in its own file because the cache reaches it from
+/// `cache::redis_backend`; both are its users through [`redis_link::RedisUser`].
+pub mod redis_link {
+    use redis::aio::MultiplexedConnection;
+    use redis::{RedisError, RedisResult};
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, Weak};
+    use std::time::{Duration, Instant};
+
+    /// How long Redis is skipped after a failure before one call tries it again: short, so
+    /// a restarted Redis is used again within a second, and long enough that an outage costs
+    /// one bounded call per interval instead of one per request.
+    pub const COOLDOWN: Duration = Duration::from_millis(500);
+    /// The driver's own bounds, behind the per-call timeouts: they free a connection's
+    /// pending replies and abandon a connect even when no caller is waiting any more.
+    const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+    const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
+
+    /// How one feature names itself in logs and metrics.
+    #[derive(Debug)]
+    pub struct Use {
+        /// The `use` label of `gateway_redis_errors_total`.
+        pub label: &'static str,
+        pub target: &'static str,
+        /// "… unavailable" (followed by the failure's category).
+        pub lost: &'static str,
+        /// What the feature does meanwhile.
+        pub fallback: &'static str,
+        pub back: &'static str,
+    }
+
+    /// Closed (Redis in use) or open until a probe succeeds.
+    struct Breaker {
+        open: AtomicBool,
+        /// Milliseconds since `epoch` when the next probe may run while open.
+        probe_at: AtomicU64,
+        cooldown_ms: u64,
+        epoch: Instant,
+    }
+
+    impl Breaker {
+        fn new(cooldown: Duration) -> Self {
+            Self {
+                open: AtomicBool::new(false),
+                probe_at: AtomicU64::new(0),
+                cooldown_ms: u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX),
+                epoch: Instant::now(),
             }
-            Err(failure) => {
-                self.next_probe_ms.store(
-                    mono_now.saturating_add(self.probe_interval_ms),
-                    Ordering::Relaxed,
-                );
-                if let Some(m) = crate::metrics::get() {
-                    m.redis_errors.with_label_values(&["ratelimit"]).inc();
+        }
+
+        fn now_ms(&self) -> u64 {
+            u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        }
+
+        /// Closed: every call. Open: one call per cooldown wins the probe.
+        fn admit(&self) -> bool {
+            if !self.open.load(Ordering::Acquire) {
+                return true;
+            }
+            let now = self.now_ms();
+            let at = self.probe_at.load(Ordering::Acquire);
+            now >= at
+                && self
+                    .probe_at
+                    .compare_exchange(
+                        at,
+                        now.saturating_add(self.cooldown_ms),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+        }
+
+        fn success(&self) {
+            self.open.store(false, Ordering::Release);
+        }
+
+        fn failure(&self) {
+            self.probe_at.store(
+                self.now_ms().saturating_add(self.cooldown_ms),
+                Ordering::Release,
+            );
+            self.open.store(true, Ordering::Release);
+        }
+
+        fn is_open(&self) -> bool {
+            self.open.load(Ordering::Acquire)
+        }
+    }
+
+    /// A Redis server as the gateway reaches it: its client, the current connection (if
+    /// any) and the breaker.
+    pub struct RedisLink {
+        client: redis::Client,
+        config: redis::AsyncConnectionConfig,
+        /// The connection in use and its generation, so that a caller that saw generation
+        /// `n` fail drops `n` and not the fresh connection another caller just made.
+        conn: Mutex<Option<(u64, MultiplexedConnection)>>,
+        generation: AtomicU64,
+        /// Connect attempts so far: a caller that waited for another's attempt sees it change.
+        connects: AtomicU64,
+        /// One connect at a time; the others wait for it, each within its own bound.
+        connecting: tokio::sync::Mutex<()>,
+        breaker: Breaker,
+    }
+
+    /// Links by URL, so the cache and the limiter of one gateway share one connection and
+    /// one breaker (the cache finding Redis down spares the limiter its own timeout).
+    static LINKS: Mutex<Vec<(String, Weak<RedisLink>)>> = Mutex::new(Vec::new());
+
+    impl RedisLink {
+        /// The link to `url`, shared with every other user of the same URL. Parses only (no
+        /// I/O). The URL may hold a password: errors are reported by kind, never with it.
+        pub fn shared(url: &str) -> RedisResult<Arc<RedisLink>> {
+            let mut links = LINKS.lock().unwrap_or_else(|e| e.into_inner());
+            links.retain(|(_, weak)| weak.strong_count() > 0);
+            if let Some(link) = links
+                .iter()
+                .find(|(u, _)| u == url)
+                .and_then(|(_, weak)| weak.upgrade())
+            {
+                return Ok(link);
+            }
+            let link = Arc::new(Self::private(url, COOLDOWN)?);
+            links.push((url.to_string(), Arc::downgrade(&link)));
+            Ok(link)
+        }
+
+        /// A link of its own (tests that tune the cooldown, or must not share state).
+        pub fn private(url: &str, cooldown: Duration) -> RedisResult<RedisLink> {
+            let client = redis::Client::open(url)?;
+            Ok(Self {
+                client,
+                config: redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT)),
+                conn: Mutex::new(None),
+                generation: AtomicU64::new(0),
+                connects: AtomicU64::new(0),
+                connecting: tokio::sync::Mutex::new(()),
+                breaker: Breaker::new(cooldown),
+            })
+        }
+
+        fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+            self.conn.lock().ok().and_then(|c| c.clone())
+        }
+
+        /// The connection, connecting when there is none. Runs inside the caller's bound.
+        async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+            if let Some(c) = self.current() {
+                return Ok(c);
+            }
+            let seen = self.connects.load(Ordering::Acquire);
+            let _one = self.connecting.lock().await;
+            if let Some(c) = self.current() {
+                return Ok(c);
+            }
+            if self.connects.load(Ordering::Acquire) != seen {
+                // The connect this call waited for failed: no second try in the same breath.
+                return Err(RedisError::from((redis::ErrorKind::Io, "Redis is failing")));
+            }
+            self.connects.fetch_add(1, Ordering::AcqRel);
+            let conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await?;
+            let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Ok(mut slot) = self.conn.lock() {
+                *slot = Some((generation, conn.clone()));
+            }
+            Ok((generation, conn))
+        }
+
+        /// Drops connection `generation` (if it is still the current one).
+        fn forget(&self, generation: Option<u64>) {
+            if let (Some(g), Ok(mut slot)) = (generation, self.conn.lock()) {
+                if slot.as_ref().is_some_and(|(current, _)| *current == g) {
+                    *slot = None;
                 }
-                if self.healthy.swap(false, Ordering::Relaxed) {
-                    log::warn!(target: LOG_TARGET, "Redis unavailable for rate limits ({failure}); enforcing per-instance limits until it is back");
-                }
-                None
             }
         }
     }
 
-    /// Healthy: always try. Unhealthy: one caller per probe interval wins the right to try.
-    fn should_try(&self, mono_now: u64) -> bool {
-        if self.healthy.load(Ordering::Relaxed) {
-            return true;
+    /// One feature's handle on a link: its calls, its log lines (one warning per outage, one
+    /// line when Redis is back) and its error counter.
+    pub struct RedisUser {
+        link: Arc<RedisLink>,
+        what: &'static Use,
+        /// This feature has warned about the current outage.
+        down: AtomicBool,
+    }
+
+    impl RedisUser {
+        pub fn new(link: Arc<RedisLink>, what: &'static Use) -> Self {
+            Self {
+                link,
+                what,
+                down: AtomicBool::new(false),
+            }
         }
-        let at = self.next_probe_ms.load(Ordering::Relaxed);
-        mono_now >= at
-            && self
-                .next_probe_ms
-                .compare_exchange(
-                    at,
-                    mono_now.saturating_add(self.probe_interval_ms),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
+
+        /// False while the breaker is open: Redis failed and has not answered since.
+        pub fn healthy(&self) -> bool {
+            !self.link.breaker.is_open()
+        }
+
+        /// Runs `op` on the connection within `bound`, connecting first if needed. `None`
+        /// when Redis is skipped (breaker open) or the call failed or ran out of time; the
+        /// caller then does without Redis.
+        pub async fn call<T, F, Fut>(&self, bound: Duration, op: F) -> Option<T>
+        where
+            F: FnOnce(MultiplexedConnection) -> Fut,
+            Fut: Future<Output = RedisResult<T>>,
+        {
+            if !self.link.breaker.admit() {
+                self.failed("skipped while Redis is failing");
+                return None;
+            }
+            let mut used = None;
+            let outcome = tokio::time::timeout(bound, async {
+                let (generation, conn) = self.link.connection().await?;
+                used = Some(generation);
+                op(conn).await
+            })
+            .await;
+            match outcome {
+                Ok(Ok(v)) => {
+                    self.link.breaker.success();
+                    if self.down.swap(false, Ordering::Relaxed) {
+                        log::info!(target: self.what.target, "{}", self.what.back);
+                    }
+                    Some(v)
+                }
+                Ok(Err(e)) => {
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_unrecoverable_error()
+                        || e.is_timeout()
+                    {
+                        self.link.forget(used);
+                    }
+                    self.link.breaker.failure();
+                    self.failed(category(&e));
+                    None
+                }
+                Err(_elapsed) => {
+                    // A connection that let a call time out may be half-open: start afresh.
+                    self.link.forget(used);
+                    self.link.breaker.failure();
+                    self.failed("timed out");
+                    None
+                }
+            }
+        }
+
+        /// Counts a call that did not use Redis; warns once per outage.
+        fn failed(&self, why: &str) {
+            if let Some(m) = crate::metrics::get() {
+                m.redis_errors.with_label_values(&[self.what.label]).inc();
+            }
+            if !self.down.swap(true, Ordering::Relaxed) {
+                log::warn!(target: self.what.target, "{} ({why}); {}", self.what.lost, self.what.fallback);
+            }
+        }
+    }
+
+    /// A failure's category for the log: never the error's text, which can carry
+    /// connection details or echo request data.
+    fn category(e: &RedisError) -> &'static str {
+        if e.is_timeout() {
+            "timed out"
+        } else if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
+            "connection failed"
+        } else {
+            match e.kind() {
+                redis::ErrorKind::AuthenticationFailed => "authentication failed",
+                redis::ErrorKind::Server(_) => "server error",
+                _ => "client error",
+            }
+        }
     }
 }
 
@@ -646,6 +867,7 @@ impl RedisBackend {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     // ---- pure helpers ----
 
@@ -1141,6 +1363,65 @@ mod tests {
         assert_eq!(rest, [true, false], "the local limit of 2 holds");
         assert!(!rl.redis_healthy());
         signal("-CONT");
+    }
+
+    /// One breaker for every use of a Redis URL: once the limiter paid a timeout, the cache
+    /// skips Redis at once instead of paying its own, and one success reopens it for both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_failure_opens_the_breaker_for_every_use_of_the_url() {
+        use redis_link::{RedisLink, RedisUser, Use};
+        const OTHER: Use = Use {
+            label: "cache",
+            target: "gateway:cache",
+            lost: "test use unavailable",
+            fallback: "none",
+            back: "test use back",
+        };
+        let server = RedisServer::start(RedisServer::free_port()).await;
+        let rl = RateLimiter::new(Some(&server.url()));
+        let other = RedisUser::new(RedisLink::shared(&server.url()).unwrap(), &OTHER);
+        let ping = |mut c: redis::aio::MultiplexedConnection| async move {
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        };
+        assert!(rl.check_requests_at("warm", 10, T0).await.allowed);
+        assert_eq!(
+            other.call(REDIS_TIMEOUT, ping).await.as_deref(),
+            Some("PONG")
+        );
+        let signal = |sig: &str| {
+            std::process::Command::new("kill")
+                .args([sig, &server.child.id().to_string()])
+                .status()
+                .expect("kill(1)")
+        };
+        signal("-STOP");
+        let started = Instant::now();
+        assert!(rl.check_requests_at("x", 10, T0 + 1).await.allowed);
+        assert!(
+            started.elapsed() >= REDIS_TIMEOUT,
+            "the limiter paid the timeout"
+        );
+        let started = Instant::now();
+        assert_eq!(other.call(REDIS_TIMEOUT, ping).await, None);
+        assert!(
+            started.elapsed() < Duration::from_millis(20),
+            "the other use skips Redis at once, took {:?}",
+            started.elapsed()
+        );
+        assert!(!other.healthy() && !rl.redis_healthy());
+        signal("-CONT");
+        // After the cooldown one call probes, reconnects and closes the breaker for both.
+        tokio::time::sleep(redis_link::COOLDOWN + Duration::from_millis(50)).await;
+        let started = Instant::now();
+        assert_eq!(
+            other.call(REDIS_TIMEOUT, ping).await.as_deref(),
+            Some("PONG")
+        );
+        assert!(
+            started.elapsed() < REDIS_TIMEOUT,
+            "the probe is bounded too"
+        );
+        assert!(rl.redis_healthy(), "one success closes it for every use");
     }
 
     #[tokio::test]
