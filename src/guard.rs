@@ -558,7 +558,7 @@ mod tests {
         .unwrap();
         assert_eq!(cl.content_length, Some(12));
         assert!(!cl.no_body);
-        assert_eq!(cl.header_len, 49);
+        assert_eq!(cl.header_len, 45);
         let chunked = response_framing(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             false,

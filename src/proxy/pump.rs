@@ -727,8 +727,10 @@ mod tests {
             &[b"event: response.created\ndata: {\"type\":\"response.created\"}\n\n"],
         );
         assert!(!complete);
-        assert!(String::from_utf8(out)
-            .unwrap()
-            .starts_with("event: error\n"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("\n\nevent: error\ndata: {\"type\":\"error\""),
+            "the error event follows the relayed events: {text}"
+        );
     }
 }
