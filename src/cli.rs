@@ -64,10 +64,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--host" => out.overrides.host = Some(value("--host")?),
             "-p" | "--port" => {
                 let v = value("--port")?;
-                out.overrides.port = Some(
-                    v.parse()
-                        .map_err(|_| format!("--port: expected a port number, got {v:?}"))?,
-                );
+                out.overrides.port =
+                    Some(v.parse().map_err(|_| {
+                        "--port: expected a port number from 0 to 65535".to_string()
+                    })?);
             }
             "--log-level" => {
                 let v = value("--log-level")?;
@@ -78,7 +78,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     "error" => LogLevel::Error,
                     _ => {
                         return Err(format!(
-                            "--log-level: expected one of debug, info, warn, error, got {v:?}"
+                            "--log-level: expected one of debug, info, warn, error"
                         ))
                     }
                 });
@@ -88,18 +88,20 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 out.overrides.log_format = Some(match v.to_ascii_lowercase().as_str() {
                     "json" => LogFormat::Json,
                     "text" => LogFormat::Text,
-                    _ => {
-                        return Err(format!(
-                            "--log-format: expected one of json, text, got {v:?}"
-                        ))
-                    }
+                    _ => return Err(format!("--log-format: expected one of json, text")),
                 });
             }
             "--list-env" => out.command = Command::ListEnv,
             "--health-probe" => out.command = Command::HealthProbe(value("--health-probe")?),
             "-h" | "--help" => out.command = Command::Help,
             "-V" | "--version" => out.command = Command::Version,
-            other => return Err(format!("unknown argument {other:?} (see --help)")),
+            // An unknown flag is named (up to any `=`); anything else might be a key pasted
+            // in the wrong place, so it is not repeated.
+            other if other.starts_with("--") && other.len() <= 40 => {
+                let name = other.split('=').next().unwrap_or(other);
+                return Err(format!("unknown option {name} (see --help)"));
+            }
+            _ => return Err("unexpected argument (see --help)".into()),
         }
     }
     Ok(out)
@@ -169,7 +171,7 @@ mod tests {
         assert_eq!(p(&["-c"]).unwrap_err(), "--config needs a value");
         assert_eq!(
             p(&["--port", "x"]).unwrap_err(),
-            "--port: expected a port number, got \"x\""
+            "--port: expected a port number from 0 to 65535"
         );
         assert!(p(&["--bogus"]).is_err());
     }

@@ -1172,6 +1172,7 @@ fn provider_health(rt: &Runtime) -> Value {
                     "base_url": peer.base_url,
                     "weight": peer.weight,
                     "healthy": healthy,
+                    "check": peer.check,
                     "last_check": (last_check > 0).then(|| rfc3339_ms(last_check)),
                     "last_error": last_error,
                     "latency_ms": (last_check > 0 && last_error_is_none(&peer)).then(|| latency as f64 / 1000.0),
