@@ -76,11 +76,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     "info" => LogLevel::Info,
                     "warn" => LogLevel::Warn,
                     "error" => LogLevel::Error,
-                    _ => {
-                        return Err(format!(
-                            "--log-level: expected one of debug, info, warn, error"
-                        ))
-                    }
+                    _ => return Err("--log-level: expected one of debug, info, warn, error".into()),
                 });
             }
             "--log-format" => {

@@ -38,9 +38,11 @@ pub enum Translate {
         strip_usage: bool,
     },
     /// Passthrough routes: relayed as is; an event stream is checked for `end` when the API
-    /// has an end marker.
+    /// has an end marker; a body that is not a stream is cut after `limit` bytes when set
+    /// (Gemini's JSON answers; OpenAI's passthrough carries file downloads of any size).
     Raw {
         end: Option<StreamEnd>,
+        limit: Option<usize>,
     },
     GeminiChat {
         stream: bool,
@@ -249,9 +251,10 @@ pub async fn deliver(
     let sse = is_event_stream(&a.up);
     let keep = a.keep;
     let complete = match a.translate.clone() {
-        Translate::Raw { end } => {
-            let t: Box<dyn BodyTransform> = match (sse, end) {
-                (true, Some(end)) => Box::new(CheckedSse::new(end)),
+        Translate::Raw { end, limit } => {
+            let t: Box<dyn BodyTransform> = match (sse, end, limit) {
+                (true, Some(end), _) => Box::new(CheckedSse::new(end)),
+                (false, _, Some(limit)) => Box::new(Verbatim::bounded(limit)),
                 _ => Box::new(Verbatim::raw()),
             };
             relay_as_is(state, session, ctx, a, t, sse, secrets).await;

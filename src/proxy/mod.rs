@@ -81,6 +81,9 @@ pub struct Ctx {
     pub cors_exact: bool,
     /// The request body has been read (or its reading failed).
     pub body_read: bool,
+    /// The answer was cut after its header went out: the connection must be dropped without
+    /// an end of body (Pingora would otherwise finish a chunked body cleanly).
+    pub abort: bool,
 }
 
 impl Default for Ctx {
@@ -108,6 +111,7 @@ impl Default for Ctx {
             cors_origin: None,
             cors_exact: false,
             body_read: false,
+            abort: false,
         }
     }
 }
@@ -204,7 +208,29 @@ impl ProxyHttp for Gateway {
     /// Runs first for every request and answers it completely.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         self.handle(session, ctx).await;
+        if ctx.abort {
+            return Err(pingora::Error::new_str("answer cut short"));
+        }
         Ok(true)
+    }
+
+    /// Reached only for an answer cut after its header went out (`Ctx::abort`): nothing more
+    /// is written, and the connection is dropped.
+    async fn fail_to_proxy(
+        &self,
+        _session: &mut Session,
+        _e: &pingora::Error,
+        ctx: &mut Ctx,
+    ) -> pingora::proxy::FailToProxy {
+        pingora::proxy::FailToProxy {
+            error_code: ctx.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// The relay has logged why an answer was cut; Pingora's own line would repeat it.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &pingora::Error) -> bool {
+        ctx.abort
     }
 
     /// Never reached: `request_filter` answers every request.

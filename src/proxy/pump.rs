@@ -175,8 +175,10 @@ pub async fn pump(
                 .write_response_body(Some(finish_gzip(gz.take(), event)), true)
                 .await;
         } else {
-            // A non-stream body just stops short: closing shows the client it is incomplete.
+            // A non-stream body just stops short: the connection is dropped without the end
+            // of body, so the client sees it incomplete (see `Ctx::abort`).
             session.set_keepalive(None);
+            ctx.abort = true;
         }
         return None;
     }
@@ -214,6 +216,16 @@ impl Verbatim {
         Verbatim {
             kept: None,
             limit: None,
+            seen: 0,
+            usage: None,
+        }
+    }
+
+    /// Relayed as is, nothing kept, cut after `limit` bytes.
+    pub fn bounded(limit: usize) -> Self {
+        Verbatim {
+            kept: None,
+            limit: Some(limit),
             seen: 0,
             usage: None,
         }
@@ -337,6 +349,16 @@ pub fn sse_error_event(message: &str) -> Bytes {
     event_bytes(None, &body)
 }
 
+/// An event the gateway adds after bytes it relayed unchanged: led by a blank line, so that
+/// whatever partial line or event the upstream left open is closed first and the client's
+/// parser sees the event on its own (extra blank lines dispatch nothing).
+fn after_relayed(event: Bytes) -> Bytes {
+    let mut out = BytesMut::with_capacity(event.len() + 2);
+    out.extend_from_slice(b"\n\n");
+    out.extend_from_slice(&event);
+    out.freeze()
+}
+
 fn event_too_large() -> String {
     format!("upstream sent an event stream line longer than {STREAM_EVENT_LIMIT} bytes")
 }
@@ -388,12 +410,12 @@ impl BodyTransform for CheckedSse {
             (Bytes::new(), true)
         } else {
             let msg = "upstream stream ended before the response was complete";
-            (self.end.error_event(msg), false)
+            (after_relayed(self.end.error_event(msg)), false)
         }
     }
 
     fn fail(&mut self, message: &str) -> Bytes {
-        self.end.error_event(message)
+        after_relayed(self.end.error_event(message))
     }
 
     fn is_stream(&self) -> bool {
@@ -488,15 +510,22 @@ impl BodyTransform for OpenAiSse {
         if self.done {
             (out.freeze(), true)
         } else {
-            out.extend_from_slice(&sse_error_event(
-                "upstream stream ended before the response was complete",
-            ));
+            let event = sse_error_event("upstream stream ended before the response was complete");
+            if self.strip_usage {
+                out.extend_from_slice(&event);
+            } else {
+                out.extend_from_slice(&after_relayed(event));
+            }
             (out.freeze(), false)
         }
     }
 
     fn fail(&mut self, message: &str) -> Bytes {
-        sse_error_event(message)
+        if self.strip_usage {
+            sse_error_event(message)
+        } else {
+            after_relayed(sse_error_event(message))
+        }
     }
 
     fn is_stream(&self) -> bool {

@@ -153,6 +153,7 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
             body: job.body.clone(),
             translate: Translate::Raw {
                 end: passthrough_stream_end(&job.path_and_query),
+                limit: None,
             },
             stream: false,
         }),
@@ -162,6 +163,7 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
             body: job.body.clone(),
             translate: Translate::Raw {
                 end: Some(StreamEnd::GeminiFinish),
+                limit: Some(super::pump::WHOLE_BODY_LIMIT),
             },
             stream,
         }),
