@@ -84,7 +84,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 out.overrides.log_format = Some(match v.to_ascii_lowercase().as_str() {
                     "json" => LogFormat::Json,
                     "text" => LogFormat::Text,
-                    _ => return Err(format!("--log-format: expected one of json, text")),
+                    _ => return Err("--log-format: expected one of json, text".into()),
                 });
             }
             "--list-env" => out.command = Command::ListEnv,
