@@ -19,9 +19,13 @@ Where it looks:
   `socket.socket.recv`/`recv_into` and `ssl.SSLSocket.read` at class level; a connection is
   scanned when its peer is a registered gateway port, so the mock provider's control API, which
   records keys on purpose, is never scanned): the raw stream, and the decoded body of every
-  `Content-Encoding: gzip|deflate` (and `br`/`zstd` where the Python modules exist) answer;
+  `Content-Encoding: gzip|deflate` (and `br`/`zstd` where the Python modules exist) answer.
+  A gateway's answers are scanned for the secrets that gateway was ever given (its config's,
+  its environment's, the client keys sent to it): a process cannot emit a secret it never
+  received, and a few needles per stream keep the scan fast over hundreds of MB of answers;
 - every byte of every log file a gateway writes (its stdout/stderr file and `logging.file`),
-  scanned at each test's end and when the gateway stops, following renamed (rotated) files.
+  scanned for every secret of the session at each test's end and when the gateway stops,
+  following renamed (rotated) files.
 
 Scanning is incremental (`StreamScanner`: each piece is searched together with the last
 `max secret length - 1` bytes of the one before), so memory stays bounded whatever the size of
@@ -432,13 +436,14 @@ def secrets_in_env(env):
 class _Conn:
     """Scanning state of one connection to a gateway."""
 
-    def __init__(self, scan, port):
+    def __init__(self, scan, port, watched):
         self.port = port
         where = f"response from gateway :{port}"
-        self.raw = StreamScanner(scan.secrets, lambda s, c: scan.found(s, where, c))
-        self.decoded = StreamScanner(scan.secrets, lambda s, c: scan.found(s, where + " (decoded body)", c))
+        self.raw = StreamScanner(watched.secrets, lambda s, c: scan.found(s, where, c))
+        self.decoded = StreamScanner(watched.secrets, lambda s, c: scan.found(s, where + " (decoded body)", c))
         self.decoder = ResponseDecoder(self._decoded)
-        self.keys = ClientKeyExtractor(scan.add_client_key, scan.key_headers)
+        self.keys = ClientKeyExtractor(lambda v, o: scan.add_secret(v, f"{o} to gateway :{port}", watched),
+                                       scan.key_headers)
         self.scan = scan
 
     def _decoded(self, data):
@@ -511,6 +516,10 @@ class _Watched:
         self.gw = gw
         self.config_mtime = None
         self.logs = {}
+        # What this gateway could ever emit: its config's and environment's secrets and the
+        # client keys sent to it. Its answers are scanned for these (fast: a few needles); its
+        # logs for every secret of the session.
+        self.secrets = Secrets()
 
     def refresh(self):
         gw = self.gw
@@ -527,7 +536,7 @@ class _Watched:
         except OSError:
             return
         for value, field in secrets_in_config(text, gw.env):
-            self.scan.secrets.add(value, f"{field} of gateway :{gw.port}")
+            self.scan.add_secret(value, f"{field} of gateway :{gw.port}", self)
         try:
             import yaml
             cfg = yaml.safe_load(text) or {}
@@ -567,8 +576,13 @@ class Scan:
 
     # -- secrets and gateways ------------------------------------------------------------------
 
-    def add_client_key(self, value, origin):
+    def add_secret(self, value, origin, watched=None):
+        """A secret of the session, and of one watched gateway (of every one when None)."""
         self.secrets.add(value, origin)
+        with self._lock:
+            targets = [watched] if watched is not None else list(self.watched.values())
+        for w in targets:
+            w.secrets.add(value, origin)
 
     def gateway_started(self, gw, ports, log_path):
         """Called by conftest's Gateway when its process starts (also on a restart)."""
@@ -578,7 +592,7 @@ class Scan:
                 w = self.watched[id(gw)] = _Watched(self, gw)
                 self.stats["gateways"] += 1
                 for value, origin in secrets_in_env(gw.env):
-                    self.secrets.add(value, f"{origin} of gateway :{gw.port}")
+                    self.add_secret(value, f"{origin} of gateway :{gw.port}", w)
             w.add_log(log_path)
             w.refresh()
             for p in ports:
@@ -656,7 +670,7 @@ class Scan:
                 w = self.ports.get(peer[1])
                 if w is not None:
                     w.refresh()
-                    c = _Conn(self, peer[1])
+                    c = _Conn(self, peer[1], w)
                     self.stats["connections"] += 1
         except OSError:
             return None  # not connected (yet): decide on the next call

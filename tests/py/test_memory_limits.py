@@ -223,8 +223,12 @@ def test_idle_keep_alive_connections_cost_little_and_memory_comes_back(mock, sta
               f"{base / MB:.1f} MB, held {held / MB:.1f} MB = {per / 1024:.1f} KB per idle connection, after close "
               f"{after / MB:.1f} MB (+{(after - base) / MB:.1f}); fds {base_fds} -> {open_fds} -> {after_fds}")
         assert after_fds <= base_fds + 2, f"cycle {cycle}: fds {base_fds} -> {after_fds}"
-    after2 = figures[-1][1]
+    (held1, _, per1, _), (held2, after2, per2, _) = figures
     assert after2 - base < 30 * MB, f"after two bursts RSS is {(after2 - base) / MB:.0f} MB over the baseline"
+    assert held2 - base < 1.5 * (held1 - base) + 10 * MB, \
+        f"the second burst took {(held2 - base) / MB:.0f} MB, the first {(held1 - base) / MB:.0f} MB: memory is not reused"
+    # 45-99 KB before the fix (debug build), ~15 KB after: twice that is a regression.
+    assert max(per1, per2) < 32 * 1024, f"{max(per1, per2) / 1024:.1f} KB per idle keep-alive connection"
     assert g.chat().status_code == 200
 
 

@@ -279,7 +279,7 @@ def test_the_scanner_sees_through_the_real_gateway(request, mock, start_gateway)
     for v in ("gw-openai-key", "gw-gemini-key"):
         assert v in SCAN.secrets
     canary = "canary-" + secrets.token_hex(8)
-    SCAN.secrets.add(canary, "canary")
+    SCAN.add_secret(canary, "canary")  # to every running gateway's set too
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": canary + " " + "pad " * 300}]}
     assert requests.post(g.url + "/v1/chat/completions", json=body, headers={"Accept-Encoding": "identity"}, timeout=10).status_code == 200
     raw = [w for _, w, s, _ in SCAN.take(request.node.nodeid) if s == canary]
