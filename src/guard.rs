@@ -82,13 +82,20 @@ where
                 }
             }
             let reused = self.inner.process_new_http(session, shutdown).await?;
-            let (mut next, persistent) = reused.consume();
-            // Bytes already read for the next request (pipelining) need no wait.
-            let prefetched = persistent.as_ref().is_some_and(has_pipelined_prefix);
-            if !prefetched && !self.next_request(&mut next, shutdown).await {
+            let (next, persistent) = reused.consume();
+            let Ok(guard) = next.into_any().downcast::<HeaderGuard>() else {
+                // Not ours (cannot happen: this loop wraps every stream it hands over).
                 return None;
-            }
-            stream = next;
+            };
+            // Bytes already read for the next request (pipelining) need no wait; only a
+            // connection that read past its request can have any.
+            let prefetched = (guard.overread || guard.body_left.is_none())
+                && persistent.as_ref().is_some_and(has_pipelined_prefix);
+            stream = if prefetched {
+                guard
+            } else {
+                self.next_request(guard, shutdown).await?
+            };
             settings = persistent;
         }
     }
@@ -99,20 +106,25 @@ where
 }
 
 impl<A> Guarded<A> {
-    /// Waits, for at most the idle timeout, until the client sends the next request; `false`
-    /// when the connection should close (idle, closed, shutting down).
-    async fn next_request(&self, stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
+    /// Waits, for at most the idle timeout, until the client sends the next request, whose
+    /// first bytes the guard reads and keeps for Pingora's parser (one read, as without the
+    /// wait); `None` when the connection should close (idle, closed, shutting down).
+    async fn next_request(
+        &self,
+        mut guard: Box<HeaderGuard>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let mut shutdown = shutdown.clone();
         if *shutdown.borrow() {
-            return false;
+            return None;
         }
-        let mut byte = [0u8; 1];
-        tokio::select! {
-            r = tokio::time::timeout(self.limits.idle_timeout, stream.try_peek(&mut byte)) => {
-                // `Ok(false)`: the stream cannot peek; Pingora's read then waits as usual.
-                matches!(r, Ok(Ok(_)))
-            }
-            _ = shutdown.changed() => false,
+        let read = tokio::select! {
+            r = guard.prefetch() => r,
+            _ = shutdown.changed() => return None,
+        };
+        match read {
+            Ok(n) if n > 0 => Some(guard),
+            _ => None,
         }
     }
 }
@@ -154,6 +166,17 @@ pub struct HeaderGuard {
     phase: Phase,
     /// The header block being read began with `HEAD ` (it may arrive over several reads).
     head_seen: bool,
+    /// Body bytes of the current request not yet read, when its framing is known (a
+    /// `Content-Length`, or none); `None` for chunked bodies and headers read in pieces.
+    body_left: Option<u64>,
+    /// More bytes than the request holds were read: the next request may be buffered.
+    overread: bool,
+    /// Bytes read while waiting for the next request, handed to the next reads first.
+    stash: Vec<u8>,
+    stash_pos: usize,
+    /// When the current phase's time runs out; the timer below is moved to it lazily (only
+    /// when a read has to wait), so a request that arrives in one read costs no timer work.
+    due: Instant,
     deadline: Pin<Box<Sleep>>,
 }
 
@@ -168,27 +191,25 @@ impl std::fmt::Debug for HeaderGuard {
 /// Where a header block ends in `tail ++ new`, as an offset into `new`: after `\r\n\r\n` or
 /// `\n\n` (httparse accepts bare LF line ends).
 fn header_end(tail: [u8; 3], new: &[u8]) -> Option<usize> {
-    let mut window = tail;
-    for (i, &b) in new.iter().enumerate() {
-        let ends = b == b'\n' && (window[2] == b'\n' || window[1..] == *b"\n\r");
-        if ends {
-            return Some(i + 1);
+    // Only line ends can end a header block: jump from one to the next.
+    for at in memchr::memchr_iter(b'\n', new) {
+        let before = |k: usize| -> u8 {
+            if at >= k {
+                new[at - k]
+            } else {
+                tail[3 - (k - at)]
+            }
+        };
+        if before(1) == b'\n' || (before(1) == b'\r' && before(2) == b'\n') {
+            return Some(at + 1);
         }
-        window = [window[1], window[2], b];
     }
     None
 }
 
 fn shift_tail(tail: [u8; 3], new: &[u8]) -> [u8; 3] {
     let mut t = tail;
-    for &b in new
-        .iter()
-        .rev()
-        .take(3)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-    {
+    for &b in &new[new.len().saturating_sub(3)..] {
         t = [t[1], t[2], b];
     }
     t
@@ -204,8 +225,51 @@ impl HeaderGuard {
                 tail: [0; 3],
             },
             head_seen: false,
+            body_left: None,
+            overread: false,
+            stash: Vec::new(),
+            stash_pos: 0,
+            due: Instant::now() + limits.idle_timeout,
             deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
         }
+    }
+
+    /// Ready once `due` has passed. The timer fires early at worst (it may still be armed
+    /// for an earlier phase's end), then is moved on.
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.deadline.deadline() > self.due {
+                let due = self.due;
+                self.deadline.as_mut().reset(due);
+            }
+            match self.deadline.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if Instant::now() >= self.due => return Poll::Ready(()),
+                Poll::Ready(()) => {
+                    let due = self.due;
+                    self.deadline.as_mut().reset(due);
+                }
+            }
+        }
+    }
+
+    /// Reads what the client sends next into the stash; `Ok(0)` at end of stream or when
+    /// the idle timeout ran out first.
+    async fn prefetch(&mut self) -> io::Result<usize> {
+        let mut buf = vec![0u8; 4096];
+        let n = std::future::poll_fn(|cx| {
+            let mut rb = ReadBuf::new(&mut buf);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => self.poll_due(cx).map(|()| Ok(0)),
+            }
+        })
+        .await?;
+        buf.truncate(n);
+        self.stash = buf;
+        self.stash_pos = 0;
+        Ok(n)
     }
 
     /// The answer has ended: the next bytes start a new header block, which first has the
@@ -215,8 +279,7 @@ impl HeaderGuard {
             seen: 0,
             tail: [0; 3],
         };
-        let at = Instant::now() + self.limits.idle_timeout;
-        self.deadline.as_mut().reset(at);
+        self.due = Instant::now() + self.limits.idle_timeout;
     }
 
     /// Follows the gateway's writes: the start of a final response, then its body's end.
@@ -307,9 +370,26 @@ impl AsyncRead for HeaderGuard {
             )));
         }
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        let read = if this.stash_pos < this.stash.len() {
+            let n = (this.stash.len() - this.stash_pos).min(buf.remaining());
+            buf.put_slice(&this.stash[this.stash_pos..this.stash_pos + n]);
+            this.stash_pos += n;
+            if this.stash_pos == this.stash.len() {
+                this.stash = Vec::new();
+                this.stash_pos = 0;
+            }
+            Poll::Ready(Ok(()))
+        } else {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        };
+        match read {
             Poll::Ready(Ok(())) => {
                 let Phase::Header { seen, tail } = this.phase else {
+                    if let (Phase::Body { .. }, Some(left)) = (this.phase, this.body_left) {
+                        let n = (buf.filled().len() - before) as u64;
+                        this.overread |= n > left;
+                        this.body_left = Some(left.saturating_sub(n));
+                    }
                     return Poll::Ready(Ok(()));
                 };
                 let new = &buf.filled()[before..];
@@ -330,6 +410,17 @@ impl AsyncRead for HeaderGuard {
                     } else {
                         this.head_seen
                     };
+                    // Whether bytes past this request may already sit in Pingora's buffer.
+                    let extra = (new.len() - end) as u64;
+                    this.overread = false;
+                    this.body_left = if seen == 0 {
+                        request_body_length(&new[..end]).map(|len| {
+                            this.overread = extra > len;
+                            len.saturating_sub(extra)
+                        })
+                    } else {
+                        None
+                    };
                     this.phase = Phase::Body { head };
                     return Poll::Ready(Ok(()));
                 }
@@ -344,8 +435,7 @@ impl AsyncRead for HeaderGuard {
                 }
                 if seen == 0 {
                     // The first byte of a header block: from now on the header timeout.
-                    let at = Instant::now() + this.limits.header_timeout;
-                    this.deadline.as_mut().reset(at);
+                    this.due = Instant::now() + this.limits.header_timeout;
                     this.head_seen = new.starts_with(b"HEAD ");
                 }
                 this.phase = Phase::Header {
@@ -359,7 +449,7 @@ impl AsyncRead for HeaderGuard {
                 let Phase::Header { seen, .. } = this.phase else {
                     return Poll::Pending;
                 };
-                if this.deadline.as_mut().poll(cx).is_pending() {
+                if this.poll_due(cx).is_pending() {
                     return Poll::Pending;
                 }
                 if seen == 0 {
@@ -371,6 +461,27 @@ impl AsyncRead for HeaderGuard {
             }
         }
     }
+}
+
+/// The body length a request header block announces: its `Content-Length`, 0 without one;
+/// `None` when it is chunked (or the length is unreadable).
+fn request_body_length(block: &[u8]) -> Option<u64> {
+    let mut len = 0;
+    for i in memchr::memchr_iter(b'\n', block) {
+        let line = &block[i + 1..];
+        if line.len() >= 18 && line[..18].eq_ignore_ascii_case(b"transfer-encoding:") {
+            return None;
+        }
+        if line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:") {
+            let end = memchr::memchr(b'\n', line).unwrap_or(line.len());
+            len = std::str::from_utf8(&line[15..end])
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+        }
+    }
+    Some(len)
 }
 
 /// How a response the gateway writes is framed.
@@ -387,19 +498,24 @@ fn response_framing(buf: &[u8], head: bool) -> Option<Framing> {
     if !(buf.len() >= 12 && buf.starts_with(b"HTTP/1.") && buf[8] == b' ' && buf[9] != b'1') {
         return None;
     }
-    let header_len = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4)?;
+    let header_len = header_end([0; 3], buf)?;
     let status = &buf[9..12];
-    let mut content_length = None;
-    for line in buf[..header_len].split(|b| *b == b'\n') {
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
-        };
-        if line[..colon].eq_ignore_ascii_case(b"content-length") {
-            content_length = std::str::from_utf8(&line[colon + 1..])
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-        }
-    }
+    let block = &buf[..header_len];
+    // Pingora writes the names as given: lower case from `http`, or as a client spelt them.
+    let at = memchr::memchr_iter(b'\n', block).find(|&i| {
+        block
+            .get(i + 1..i + 16)
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"content-length:"))
+    });
+    let content_length = at.and_then(|i| {
+        let rest = &block[i + 16..];
+        let end = memchr::memchr(b'\r', rest).unwrap_or(rest.len());
+        std::str::from_utf8(&rest[..end])
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    });
     let no_body = head || status == b"204" || status == b"304" || content_length == Some(0);
     Some(Framing {
         header_len,
@@ -528,6 +644,26 @@ mod tests {
         assert!(!has_pipelined_prefix(&settings));
         settings.set_pipelined_prefix(bytes::BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]));
         assert!(has_pipelined_prefix(&settings), "{settings:?}");
+    }
+
+    #[test]
+    fn a_request_announces_its_body_length() {
+        assert_eq!(
+            request_body_length(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(0)
+        );
+        assert_eq!(
+            request_body_length(b"POST / HTTP/1.1\r\nContent-Length: 42\r\n\r\n"),
+            Some(42)
+        );
+        assert_eq!(
+            request_body_length(b"POST / HTTP/1.1\r\ncontent-length:7\r\n\r\n"),
+            Some(7)
+        );
+        assert_eq!(
+            request_body_length(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            None
+        );
     }
 
     #[test]
