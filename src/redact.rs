@@ -49,7 +49,7 @@ impl<'a> Secrets<'a> {
     pub fn redact_known<'t>(&self, text: &'t [u8]) -> Cow<'t, [u8]> {
         let mut out: Cow<'t, [u8]> = Cow::Borrowed(text);
         for secret in &self.known {
-            if memmem::find(&out, secret).is_some() {
+            if out.len() >= secret.len() && memmem::find(&out, secret).is_some() {
                 out = Cow::Owned(replace_all(&out, secret));
             }
         }
@@ -62,6 +62,14 @@ impl<'a> Secrets<'a> {
             Cow::Borrowed(_) => Cow::Borrowed(text),
             Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
         }
+    }
+
+    /// Whether `text` holds a known secret: the per-header check on every answer, so it
+    /// skips values shorter than a secret without building a searcher.
+    pub fn leaks_known(&self, text: &[u8]) -> bool {
+        self.known
+            .iter()
+            .any(|s| text.len() >= s.len() && memmem::find(text, s).is_some())
     }
 
     /// Whether `text` holds a known secret or a key-shaped token.
@@ -188,6 +196,8 @@ mod tests {
         let text = b"{\"choices\":[{\"message\":{\"content\":\"skip the sk- prefix\"}}]}";
         assert!(matches!(s.redact(text), Cow::Borrowed(_)));
         assert!(!s.leaks(text));
+        assert!(!s.leaks_known(b"short"));
+        assert!(s.leaks_known(b"Bearer realm=x, key=gw-openai-key"));
         let short = secrets(&["abc"]);
         assert!(
             matches!(short.redact(b"abc abc"), Cow::Borrowed(_)),

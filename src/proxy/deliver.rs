@@ -188,7 +188,7 @@ fn is_hop_or_private(name: &HeaderName) -> bool {
 }
 
 /// The client's copy of the upstream's headers: values are shared (reference-counted), any
-/// value carrying a secret is replaced.
+/// value carrying a known secret is replaced (auth challenges are dropped outright).
 fn client_headers(up: &HttpSession, secrets: &Secrets<'_>, extra: usize) -> HeaderMap {
     let Some(up_header) = up.response_header() else {
         return HeaderMap::new();
@@ -198,7 +198,7 @@ fn client_headers(up: &HttpSession, secrets: &Secrets<'_>, extra: usize) -> Head
         if is_hop_or_private(name) {
             continue;
         }
-        if secrets.leaks(value.as_bytes()) {
+        if secrets.leaks_known(value.as_bytes()) {
             h.append(name.clone(), HeaderValue::from_static(crate::redact::MASK));
         } else {
             h.append(name.clone(), value.clone());
