@@ -485,15 +485,11 @@ async fn relay_as_is(
         }
     }
     let reframed = t.is_stream();
-    let mut gz = if sse {
-        StreamGzip::for_stream(session)
+    let gz = if sse {
+        stream_gzip(session, &mut h)
     } else {
         None
     };
-    if gz.is_some() {
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
-    }
     match content_length {
         // A stream's bytes may change (usage chunk dropped, error event added): chunked.
         Some(len) if !reframed && gz.is_none() => {
@@ -506,23 +502,7 @@ async fn relay_as_is(
             );
         }
     }
-    common_headers(&mut h, ctx);
-    let resp = response_header(a.status, h);
-    let Answer {
-        up,
-        peer,
-        addr,
-        timeout,
-        ..
-    } = a;
-    let upstream = Upstream {
-        up,
-        peer: &peer,
-        addr,
-        idle: timeout,
-    };
-    let gz = gz.take();
-    pump::pump(state, session, ctx, upstream, resp, t, gz).await
+    pump_answer(state, session, ctx, a, h, t, gz).await
 }
 
 /// Relays a translated stream under headers the gateway writes itself.
@@ -538,11 +518,29 @@ async fn relay_stream(
         header::TRANSFER_ENCODING,
         HeaderValue::from_static("chunked"),
     );
-    let gz = StreamGzip::for_stream(session);
-    if gz.is_some() {
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
-    }
+    let gz = stream_gzip(session, &mut h);
+    pump_answer(state, session, ctx, a, h, t, gz).await
+}
+
+/// The per-event gzip encoder when the client accepts gzip, with its headers added to `h`.
+fn stream_gzip(session: &mut Session, h: &mut HeaderMap) -> Option<StreamGzip> {
+    let gz = StreamGzip::for_stream(session)?;
+    h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    Some(gz)
+}
+
+/// Writes `h` (with the headers every answer carries), then pumps the answer's body
+/// through `t`.
+async fn pump_answer(
+    state: &State,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    a: Answer,
+    mut h: HeaderMap,
+    t: Box<dyn BodyTransform>,
+    gz: Option<StreamGzip>,
+) -> Option<Bytes> {
     common_headers(&mut h, ctx);
     let resp = response_header(a.status, h);
     let Answer {
