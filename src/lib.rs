@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod conversations;
 pub mod error;
 pub mod guard;
 pub mod logging;

@@ -167,7 +167,7 @@ fn zero_series(m: &Metrics) {
     for limit in ["requests", "tokens"] {
         m.rate_limited.with_label_values(&[limit]);
     }
-    for use_ in ["cache", "ratelimit"] {
+    for use_ in ["cache", "ratelimit", "responses"] {
         m.redis_errors.with_label_values(&[use_]);
     }
     for result in ["ok", "rejected"] {

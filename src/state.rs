@@ -3,6 +3,7 @@
 
 use crate::cache::ResponseCache;
 use crate::config::{Config, ProviderKind, Secret};
+use crate::conversations::ConversationStore;
 use crate::ratelimit::RateLimiter;
 use crate::upstream::ProviderPool;
 use arc_swap::ArcSwap;
@@ -54,6 +55,9 @@ pub struct State {
     pub cache: ResponseCache,
     /// Per-caller limits (memory, or shared through Redis).
     pub limiter: RateLimiter,
+    /// Responses API conversation state for gateway-minted ids (memory, plus Redis when
+    /// configured). Built once, like the cache: a reload keeps the conversations.
+    pub conversations: ConversationStore,
     /// Pooled upstream connections (HTTP/1.1 keep-alive; HTTP/2 where TLS offers it).
     pub connector: Connector,
     /// Proxied requests in flight (health and metrics are not counted).
@@ -69,9 +73,12 @@ impl State {
         let redis = c.cache.redis_url.as_ref().map(|u| u.expose().to_string());
         let cache = ResponseCache::new(c.cache.max_size, c.cache.ttl, redis.as_deref());
         let limiter = RateLimiter::new(redis.as_deref());
+        let conversations =
+            ConversationStore::new(&c.responses, c.responses_redis_url().map(|u| u.expose()));
         State {
             cache,
             limiter,
+            conversations,
             runtime: ArcSwap::from_pointee(runtime),
             connector: Connector::new(Some(ConnectorOptions::new(256))),
             inflight: AtomicUsize::new(0),

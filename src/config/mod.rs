@@ -119,6 +119,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub pricing: BTreeMap<String, Price>,
     pub cache: CacheConfig,
+    /// Conversation state of gateway-minted Responses API answers (SPEC §11).
+    pub responses: ResponsesConfig,
     pub security: SecurityConfig,
     pub logging: LoggingConfig,
 }
@@ -262,6 +264,34 @@ pub struct CacheConfig {
     pub redis_url: Option<SecretUrl>,
 }
 
+/// Where and how long the gateway keeps the Responses API answers it mints itself, so that
+/// `previous_response_id` and `GET`/`DELETE /v1/responses/{id}` work on every model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponsesConfig {
+    /// How long a stored response can be continued or fetched (whole seconds in the file).
+    #[serde(serialize_with = "as_secs")]
+    pub store_ttl: Duration,
+    /// Responses kept in this instance's memory; the oldest go first. 0 keeps none in memory
+    /// (Redis only, with nothing to fall back on while Redis is down).
+    pub max_stored: usize,
+    /// Bound on the memory those responses take (their bytes plus a fixed per-entry overhead).
+    pub max_stored_bytes: usize,
+    /// Shared store for every instance; `None` falls back to `cache.redis_url` (`REDIS_URL`),
+    /// see [`Config::responses_redis_url`].
+    pub redis_url: Option<SecretUrl>,
+}
+
+/// A day: long enough for any agent loop and a chat resumed later the same day, and it bounds
+/// the Redis memory to about one day of traffic (every stored turn holds its whole
+/// conversation). OpenAI keeps 30 days; `store_ttl: 2592000` matches it.
+const DEFAULT_STORE_TTL: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_MAX_STORED: u64 = 10_000;
+/// 128 MiB: a quarter of the shipped 512 MiB deployments (Kubernetes limit, Fargate task),
+/// leaving the rest to request bodies, streams and the cache.
+const DEFAULT_MAX_STORED_BYTES: u64 = 128 * 1024 * 1024;
+/// OpenAI keeps stored responses 30 days; more than a year is a typo, not a retention policy.
+const MAX_STORE_TTL_SECS: u64 = 365 * 24 * 3600;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SecurityConfig {
     pub cors_enabled: bool,
@@ -350,6 +380,7 @@ impl Config {
                 "routing",
                 "pricing",
                 "cache",
+                "responses",
                 "security",
                 "logging",
             ],
@@ -366,6 +397,7 @@ impl Config {
             routing: routing(get("routing"), &mut p),
             pricing: pricing(get("pricing"), &mut p),
             cache: cache(get("cache"), &mut p),
+            responses: responses(get("responses"), &mut p),
             security: security(get("security"), &mut p),
             logging: logging(get("logging"), &mut p),
         };
@@ -396,6 +428,15 @@ impl Config {
 
     pub fn provider(&self, kind: ProviderKind) -> Option<&ProviderConfig> {
         self.providers.get(&kind).filter(|p| p.enabled)
+    }
+
+    /// The Redis that holds conversation state: `responses.redis_url`, else the cache's
+    /// (`cache.redis_url` / `REDIS_URL`), so one `REDIS_URL` makes a whole fleet share it.
+    pub fn responses_redis_url(&self) -> Option<&SecretUrl> {
+        self.responses
+            .redis_url
+            .as_ref()
+            .or(self.cache.redis_url.as_ref())
     }
 }
 
@@ -773,6 +814,41 @@ fn cache(v: Option<&Value>, p: &mut Problems) -> CacheConfig {
         enabled: f.boolean("enabled", true, p),
         ttl: Duration::from_secs(f.integer("ttl", "a number of seconds", 3600, p)),
         max_size: f.integer("max_size", "a number of entries", 1000, p) as usize,
+        redis_url: f.secret("redis_url", p).map(SecretUrl::new),
+    }
+}
+
+fn responses(v: Option<&Value>, p: &mut Problems) -> ResponsesConfig {
+    let m = section(
+        v,
+        "responses",
+        &["store_ttl", "max_stored", "max_stored_bytes", "redis_url"],
+        p,
+    );
+    let f = Fields::new(m, "responses");
+    let ttl = f.integer(
+        "store_ttl",
+        "a number of seconds",
+        DEFAULT_STORE_TTL.as_secs(),
+        p,
+    );
+    if !(1..=MAX_STORE_TTL_SECS).contains(&ttl) {
+        p.error(
+            "responses.store_ttl",
+            format!("must be from 1 to {MAX_STORE_TTL_SECS} seconds (365 days)"),
+        );
+    }
+    let count = f.integer("max_stored", "a number of responses", DEFAULT_MAX_STORED, p);
+    let bytes = f.integer(
+        "max_stored_bytes",
+        "a number of bytes",
+        DEFAULT_MAX_STORED_BYTES,
+        p,
+    );
+    ResponsesConfig {
+        store_ttl: Duration::from_secs(ttl.clamp(1, MAX_STORE_TTL_SECS)),
+        max_stored: usize::try_from(count).unwrap_or(usize::MAX),
+        max_stored_bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
         redis_url: f.secret("redis_url", p).map(SecretUrl::new),
     }
 }

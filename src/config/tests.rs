@@ -193,7 +193,7 @@ fn an_unknown_key_is_named_with_its_path() {
     );
     assert_eq!(
         errors("cahce: {}\n"),
-        vec!["cahce: unknown field (expected one of: server, auth, providers, routing, pricing, cache, security, logging)"]
+        vec!["cahce: unknown field (expected one of: server, auth, providers, routing, pricing, cache, responses, security, logging)"]
     );
 }
 
@@ -677,5 +677,83 @@ fn a_bad_health_check_is_named() {
             "providers.openai.health_check.paht: unknown field (expected one of: path)",
             "providers.openai.health_check.path: is required",
         ]
+    );
+}
+
+#[test]
+fn responses_store_defaults() {
+    let c = ok("", &[]);
+    assert_eq!(
+        c.responses.store_ttl,
+        Duration::from_secs(86_400),
+        "a day by default"
+    );
+    assert_eq!(c.responses.max_stored, 10_000);
+    assert_eq!(c.responses.max_stored_bytes, 128 * 1024 * 1024);
+    assert!(c.responses.redis_url.is_none());
+    assert!(
+        c.responses_redis_url().is_none(),
+        "memory only without any Redis"
+    );
+}
+
+#[test]
+fn responses_store_is_read_and_shown_redacted() {
+    let yaml = "responses:\n  store_ttl: 2592000\n  max_stored: 50\n  max_stored_bytes: 1048576\n  redis_url: \"redis://:resp-pw-7c@state:6379/2\"\n";
+    let c = ok(yaml, &[("REDIS_URL", "redis://cache:6379")]);
+    assert_eq!(c.responses.store_ttl, Duration::from_secs(2_592_000));
+    assert_eq!(c.responses.max_stored, 50);
+    assert_eq!(c.responses.max_stored_bytes, 1_048_576);
+    assert_eq!(
+        c.responses_redis_url().map(|u| u.expose()),
+        Some("redis://:resp-pw-7c@state:6379/2"),
+        "responses.redis_url wins over REDIS_URL, which sets the cache's"
+    );
+    let shown = c.redacted_json();
+    assert_eq!(
+        shown["responses"],
+        serde_json::json!({
+            "store_ttl": 2_592_000,
+            "max_stored": 50,
+            "max_stored_bytes": 1_048_576,
+            "redis_url": "redis://[REDACTED]@state:6379/2",
+        })
+    );
+    assert!(!shown.to_string().contains("resp-pw-7c"), "{shown}");
+}
+
+#[test]
+fn responses_store_falls_back_to_the_cache_redis() {
+    let c = ok("", &[("REDIS_URL", "redis://shared:6379")]);
+    assert_eq!(
+        c.responses_redis_url().map(|u| u.expose()),
+        Some("redis://shared:6379"),
+        "one REDIS_URL shares conversation state across the fleet"
+    );
+    assert!(
+        c.responses.redis_url.is_none(),
+        "/config shows what was set"
+    );
+}
+
+#[test]
+fn responses_store_errors_name_the_field_never_the_value() {
+    assert_eq!(
+        errors("responses:\n  store_ttl: 0\n  max_stored: -1\n  max_stored_bytes: lots\n  redis_url: 6379\n  ttl: 5\n"),
+        vec![
+            "responses.ttl: unknown field (expected one of: store_ttl, max_stored, max_stored_bytes, redis_url)",
+            "responses.store_ttl: must be from 1 to 31536000 seconds (365 days)",
+            "responses.max_stored: expected a number of responses, got a negative or fractional number",
+            "responses.max_stored_bytes: expected a number of bytes, got a string",
+            "responses.redis_url: expected a string, got a scalar that is not a string (quote it)",
+        ]
+    );
+    assert_eq!(
+        errors("responses:\n  store_ttl: \"sk-secret-ttl\"\n"),
+        vec!["responses.store_ttl: expected a number of seconds, got a string"]
+    );
+    assert_eq!(
+        errors("responses: 5\n"),
+        vec!["responses: expected a mapping, got a number"]
     );
 }

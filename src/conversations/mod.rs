@@ -1,0 +1,219 @@
+//! Conversation state of the Responses API answers the gateway mints itself (SPEC §11): what
+//! `previous_response_id` continues from, what `GET /v1/responses/{id}` returns, what
+//! `…/input_items` lists and what `DELETE` removes. Responses minted by OpenAI stay OpenAI's
+//! (the proxy forwards every id [`is_minted`] refuses) and are never stored here.
+//!
+//! Two tiers:
+//! - memory ([`memory`]): bounded by `responses.max_stored` entries and
+//!   `responses.max_stored_bytes`, expiring by `responses.store_ttl`, oldest out first;
+//! - Redis, when `responses.redis_url` (else `cache.redis_url` / `REDIS_URL`) is set: one key
+//!   per response, so any instance continues a conversation another one started.
+//!
+//! With Redis, Redis is the truth and memory holds a copy of what this instance wrote. When
+//! Redis fails (refused, timed out, breaker open), writes and reads fall back to that copy: the
+//! instance still continues its own conversations, and one line is logged per outage.
+//!
+//! Every entry is scoped to a tenant (the cache's caller scope: gateway key id or client key
+//! hash). Keys hold a hash of the tenant, never the tenant itself (it may derive from a key),
+//! and another tenant's id is simply not found.
+
+mod memory;
+mod redis_backend;
+#[cfg(test)]
+mod tests;
+
+use crate::config::ResponsesConfig;
+use bytes::Bytes;
+use memory::{MemoryStore, Visible};
+use redis_backend::RedisStore;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+pub use memory::{Usage, ENTRY_OVERHEAD};
+pub use redis_backend::REDIS_PREFIX;
+
+/// What every id the gateway mints starts with. OpenAI ids are `resp_` and hex, so the `g`
+/// makes a collision impossible and tells the proxy whose id a request names.
+pub const ID_PREFIX: &str = "resp_gw";
+const ID_HEX: usize = 32;
+/// The length of every minted id.
+pub const ID_LEN: usize = ID_PREFIX.len() + ID_HEX;
+
+/// A new response id: [`ID_PREFIX`] and 128 random bits in lowercase hex. Unguessable enough
+/// for what it guards: lookups are scoped to the tenant, so an id alone opens nothing.
+pub fn mint_id() -> String {
+    format!("{ID_PREFIX}{:032x}", fastrand::u128(..))
+}
+
+/// Whether `id` has exactly the shape [`mint_id`] produces.
+pub fn is_minted(id: &str) -> bool {
+    id.len() == ID_LEN
+        && id.starts_with(ID_PREFIX)
+        && id.as_bytes()[ID_PREFIX.len()..]
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A response the gateway minted, as stored. `Bytes`, so a read is a refcount bump.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// `resp_gw…` ([`mint_id`]).
+    pub id: String,
+    /// The response object JSON as returned to the client (`GET` returns it).
+    pub response: Bytes,
+    /// JSON array of this request's input items, each with an `id` (`input_items` lists them).
+    pub input_items: Bytes,
+    /// JSON array: the whole conversation up to and including this response's output, as
+    /// Responses input items (what `previous_response_id` continues from).
+    pub context: Bytes,
+}
+
+impl StoredResponse {
+    /// The bytes it holds; what the memory bound counts (plus [`ENTRY_OVERHEAD`]).
+    pub fn payload_len(&self) -> usize {
+        self.id.len() + self.response.len() + self.input_items.len() + self.context.len()
+    }
+}
+
+/// Sizes only: conversations must not reach a log by accident.
+impl std::fmt::Debug for StoredResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredResponse")
+            .field("id", &self.id)
+            .field("response_len", &self.response.len())
+            .field("input_items_len", &self.input_items.len())
+            .field("context_len", &self.context.len())
+            .finish()
+    }
+}
+
+/// Where one tenant's response lives: a tenant hash and the id's 128 bits (32 bytes in all,
+/// nothing secret, nothing of variable length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    tenant: [u8; 16],
+    id: u128,
+}
+
+impl Key {
+    /// `None` for an id the gateway did not mint: nothing is stored or looked up under it.
+    fn new(tenant: &str, id: &str) -> Option<Self> {
+        if !is_minted(id) {
+            return None;
+        }
+        let id = u128::from_str_radix(&id[ID_PREFIX.len()..], 16).ok()?;
+        let mut h = Sha256::new();
+        h.update(b"llmgw-resp-tenant-v1\0");
+        h.update(tenant.as_bytes());
+        let digest: [u8; 32] = h.finalize().into();
+        let mut t = [0u8; 16];
+        t.copy_from_slice(&digest[..16]);
+        Some(Self { tenant: t, id })
+    }
+
+    /// `llmgw:resp:<tenant hash>:<id>`: readable with `redis-cli`, one tenant's keys share a
+    /// prefix (`SCAN` finds them), and no secret is in it.
+    fn redis_key(&self) -> String {
+        format!(
+            "{REDIS_PREFIX}{}:{ID_PREFIX}{:032x}",
+            hex::encode(self.tenant),
+            self.id
+        )
+    }
+}
+
+/// The conversation store; one per process (in `State`), shared by every request.
+pub struct ConversationStore {
+    memory: MemoryStore,
+    redis: Option<RedisStore>,
+    ttl: Duration,
+}
+
+impl ConversationStore {
+    /// `redis_url` is the resolved one ([`crate::config::Config::responses_redis_url`]). Does
+    /// no I/O: Redis is connected by the first call, inside its bound.
+    pub fn new(cfg: &ResponsesConfig, redis_url: Option<&str>) -> Self {
+        Self {
+            memory: MemoryStore::new(cfg.max_stored, cfg.max_stored_bytes, cfg.store_ttl),
+            redis: redis_url.and_then(RedisStore::new),
+            ttl: cfg.store_ttl,
+        }
+    }
+
+    /// The tenant's response `id`; `None` when unknown, expired, deleted, another tenant's, or
+    /// not a minted id. Redis answers when it can (a `DELETE` on another instance counts);
+    /// while it fails, this instance's copy does.
+    pub async fn get(&self, tenant: &str, id: &str) -> Option<StoredResponse> {
+        let key = Key::new(tenant, id)?;
+        let Some(redis) = &self.redis else {
+            return self.memory.get(&key, Visible::All);
+        };
+        match redis.get(&key.redis_key()).await {
+            // A value that does not decode (another format version, another id) is a miss.
+            Some(Some(value)) => match redis_backend::decode(value, id) {
+                Some(r) => Some(r),
+                None => self.memory.get(&key, Visible::LocalOnly),
+            },
+            // Redis does not have it: deleted or expired, unless it was written here while
+            // Redis was away.
+            Some(None) => self.memory.get(&key, Visible::LocalOnly),
+            None => self.memory.get(&key, Visible::All),
+        }
+    }
+
+    /// Keeps `r` for `store_ttl` under `tenant`: in memory at once (so a quick follow-up on
+    /// this instance finds it even before Redis confirms), then in Redis (`SET … PX ttl`). An
+    /// id that is not [`is_minted`] is not stored (a caller bug, logged).
+    pub async fn put(&self, tenant: &str, r: StoredResponse) {
+        let Some(key) = Key::new(tenant, &r.id) else {
+            log::warn!(
+                target: "gateway:responses",
+                "not storing a response whose id the gateway did not mint"
+            );
+            return;
+        };
+        let wire = self.redis.as_ref().map(|_| redis_backend::encode(&r));
+        let seq = self.memory.put(key, r);
+        if let (Some(redis), Some(wire)) = (&self.redis, wire) {
+            if redis.put(key.redis_key(), wire, self.ttl).await {
+                self.memory.mark_in_redis(&key, seq);
+            }
+        }
+    }
+
+    /// Removes the tenant's response `id` everywhere it can; true when something visible was
+    /// removed (the `deleted: true` answer), false for what [`Self::get`] would not find.
+    /// While Redis fails, only this instance's copy goes: a copy in Redis outlives the outage.
+    pub async fn delete(&self, tenant: &str, id: &str) -> bool {
+        let Some(key) = Key::new(tenant, id) else {
+            return false;
+        };
+        let in_redis = match &self.redis {
+            Some(redis) => redis.delete(key.redis_key()).await,
+            None => None,
+        };
+        let local = self.memory.remove(&key);
+        match in_redis {
+            Some(true) => true,
+            // Redis had nothing: a copy of something deleted elsewhere does not count.
+            Some(false) => local.is_some_and(|slot| !slot.in_redis),
+            None => local.is_some(),
+        }
+    }
+
+    /// False while the configured Redis is failing; true without Redis (memory cannot fail)
+    /// and before its first use.
+    pub fn healthy(&self) -> bool {
+        self.redis.as_ref().is_none_or(RedisStore::healthy)
+    }
+
+    /// Whether a (valid) Redis URL was configured.
+    pub fn redis_enabled(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// What the memory tier holds now (for metrics and tests).
+    pub fn memory_usage(&self) -> Usage {
+        self.memory.usage()
+    }
+}
