@@ -1,0 +1,764 @@
+"""SPEC §11 (issue 13): the official `openai` Python SDK's Responses API through the gateway, on
+Gemini models (translated), an OpenAI model (native passthrough) and virtual models.
+
+Two mock providers, one per provider, so every test can say what reached which: a Gemini
+model's request never reaches the OpenAI mock, an OpenAI model's reaches `/v1/responses` with
+the body the SDK sent untouched except the model name, and the client's bearer key only ever
+reaches the provider the requested model names (hybrid mode, SPEC §5).
+
+The mock's Gemini conventions these tests lean on (mock provider source, "Gemini: answers"):
+text is answered `Mock reply to: <last user text>`; with function declarations and a user text
+turn last it answers two parallel calls of the first function (`{"mock": true}` and
+`{"mock": true, "n": 2}`, the first signed on Gemini 3, whose replayed calls must carry the
+signature back); after function responses `Mock saw tool result: <name>`; JSON mode answers
+`{"mock":true}`; a `thinkingConfig` adds 7 thought tokens; a stream is the text in 5 chunks.
+"""
+
+import json
+import secrets
+import time
+
+import openai
+import pytest
+import requests
+from pydantic import BaseModel
+
+from responses_env import (
+    GEMINI, GEMINI3, MAX_BODY, MIXED, OPENAI, ROUTES, SMART, Env, calls, client_key, parts,
+    system_text, texts, turns,
+)
+
+MODELS = list(ROUTES)
+GEMINI_MODELS = [m for m in MODELS if ROUTES[m][0] == "gemini"]
+CLIENT_KEY = client_key()
+TOOLS = [{
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "mock": {"type": "boolean"}, "n": {"type": "integer"}},
+        "required": [],
+        "additionalProperties": False,
+    },
+}]
+# 1x1 transparent PNG.
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+TEXT_EVENTS = [
+    "response.created", "response.in_progress", "response.output_item.added",
+    "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+    "response.content_part.done", "response.output_item.done", "response.completed",
+]
+TOOL_RESULT = json.dumps({"temp_c": 21})
+
+
+def sdk_client(gw, api_key, sent=None, **kw):
+    """An SDK client on the gateway; `sent` collects the requests it puts on the wire."""
+    hooks = {"request": [sent.append]} if sent is not None else {}
+    return openai.OpenAI(
+        base_url=gw.url + "/v1", api_key=api_key, max_retries=0, timeout=30,
+        http_client=openai.DefaultHttpxClient(event_hooks=hooks), **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = Env()
+    e.sent = []
+    e.client = sdk_client(e.gw, CLIENT_KEY, e.sent)
+    yield e
+    e.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean(env):
+    env.reset()
+    env.sent.clear()
+
+
+@pytest.fixture
+def client(env):
+    return env.client
+
+
+def served(env, model, n=None):
+    """The upstream requests for `model`: all on its provider's mock, none on the other's, the
+    bearer only where the model's provider is, the upstream model the resolved one."""
+    provider, upstream = ROUTES[model]
+    other = "openai" if provider == "gemini" else "gemini"
+    stray = calls(env.mocks[other])
+    assert stray == [], f"{model} must reach only {provider}; {other} got {[r['path'] for r in stray]}"
+    got = calls(env.mocks[provider])
+    for r in got:
+        if provider == "gemini":
+            assert r["path"] in (f"/v1beta/models/{upstream}:generateContent", f"/v1beta/models/{upstream}:streamGenerateContent"), r["path"]
+            assert "authorization" not in r["headers"], "a bearer header never goes to Gemini"
+            # Hybrid mode: the client's bearer is for the provider the model names (SPEC §5).
+            assert r["headers"].get("x-goog-api-key") == CLIENT_KEY
+        else:
+            assert r["path"].startswith("/v1/responses"), r["path"]
+            assert r["headers"].get("authorization") == f"Bearer {CLIENT_KEY}"
+            assert "x-goog-api-key" not in r["headers"]
+    if n is not None:
+        assert len(got) == n, [r["path"] for r in got]
+    return got
+
+
+def sent_body(env, i=-1):
+    return json.loads(env.sent[i].content)
+
+
+def assert_passthrough(env, model, upstream_req, i=-1):
+    """OpenAI candidates: the body the SDK sent, untouched but for the resolved model name."""
+    want = sent_body(env, i)
+    want["model"] = ROUTES[model][1]
+    assert upstream_req["body"] == want
+
+
+def expected_reply(model, text):
+    return f"Mock reply to: {text}"
+
+
+def function_calls(resp):
+    return [o for o in resp.output if o.type == "function_call"]
+
+
+def as_input(items):
+    return [o.model_dump(exclude_none=True) for o in items]
+
+
+def collapse(types):
+    out = []
+    for t in types:
+        if not out or out[-1] != t:
+            out.append(t)
+    return out
+
+
+def sse(resp):
+    """(event, data) pairs of a raw SSE answer."""
+    events, name, data = [], None, []
+    for line in resp.iter_lines(decode_unicode=True):
+        if line == "":
+            if data:
+                payload = "\n".join(data)
+                try:
+                    payload = json.loads(payload)
+                except ValueError:
+                    pass
+                events.append((name, payload))
+            name, data = None, []
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+    if data:
+        events.append((name, "\n".join(data)))
+    return events
+
+
+def openai_error(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert set(err) >= {"message", "type", "param", "code"}, err
+    assert err["message"]
+    return err
+
+
+# ---------------------------------------------------------------------------------------------
+# responses.create
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", MODELS)
+def test_create_text(env, client, model):
+    raw = client.responses.with_raw_response.create(model=model, input="hello there")
+    r = raw.parse()
+    provider, upstream = ROUTES[model]
+    assert raw.headers["x-gateway-provider"] == provider
+    assert raw.headers["x-gateway-model"] == upstream
+    assert r.object == "response" and r.status == "completed"
+    assert r.id.startswith("resp_")
+    assert r.output_text == expected_reply(model, "hello there")
+    msgs = [o for o in r.output if o.type == "message"]
+    assert len(msgs) == 1 and msgs[0].role == "assistant" and msgs[0].content[0].type == "output_text"
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
+    assert r.usage.total_tokens >= r.usage.input_tokens + r.usage.output_tokens
+    (up,) = served(env, model, n=1)
+    if provider == "gemini":
+        assert up["path"].endswith(":generateContent")
+        assert turns(up) == [("user", ["hello there"])]
+        assert system_text(up) is None
+    else:
+        assert_passthrough(env, model, up)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_create_with_instructions(env, client, model):
+    r = client.responses.create(model=model, instructions="You answer like a pirate.", input="ahoy")
+    assert r.output_text == expected_reply(model, "ahoy")
+    (up,) = served(env, model, n=1)
+    if ROUTES[model][0] == "gemini":
+        assert system_text(up) == "You answer like a pirate."
+        assert turns(up) == [("user", ["ahoy"])]
+    else:
+        assert_passthrough(env, model, up)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_item_list_with_earlier_turns(env, client, model):
+    items = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "My name is Ada."},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello Ada."}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "What is my name?"}]},
+    ]
+    r = client.responses.create(model=model, input=items)
+    assert r.output_text == expected_reply(model, "What is my name?")
+    (up,) = served(env, model, n=1)
+    if ROUTES[model][0] == "gemini":
+        assert "Be brief." in system_text(up)
+        assert turns(up) == [("user", ["My name is Ada."]), ("model", ["Hello Ada."]), ("user", ["What is my name?"])]
+    else:
+        assert_passthrough(env, model, up)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_image_input_data_url(env, client, model):
+    content = [
+        {"type": "input_text", "text": "What is in this image?"},
+        {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}", "detail": "auto"},
+    ]
+    r = client.responses.create(model=model, input=[{"role": "user", "content": content}])
+    assert r.status == "completed" and r.output_text == expected_reply(model, "What is in this image?")
+    (up,) = served(env, model, n=1)
+    if ROUTES[model][0] == "gemini":
+        (turn,) = up["body"]["contents"]
+        inline = [p["inlineData"] for p in parts(turn) if "inlineData" in p]
+        assert inline == [{"mimeType": "image/png", "data": PNG_B64}]
+        assert texts(turn) == ["What is in this image?"]
+    else:
+        assert_passthrough(env, model, up)
+
+
+def test_unknown_model_is_404_with_no_upstream_call(env, client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.responses.create(model="no-such-model-xyz", input="hi")
+    assert e.value.code == "model_not_found"
+    assert calls(env.oa) == [] and calls(env.gm) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# responses.stream
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", MODELS)
+def test_stream_text(env, client, model):
+    with client.responses.stream(model=model, input="stream this please") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    types = [e.type for e in events]
+    assert collapse(types) == TEXT_EVENTS, collapse(types)
+    seq = [e.sequence_number for e in events]
+    assert all(a < b for a, b in zip(seq, seq[1:])), seq
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    (done,) = [e for e in events if e.type == "response.output_text.done"]
+    assert "".join(deltas) == done.text == final.output_text == expected_reply(model, "stream this please")
+    completed = events[-1].response
+    assert completed.status == "completed" and completed.id == events[0].response.id == final.id
+    assert completed.usage.input_tokens > 0 and completed.usage.output_tokens > 0
+    assert completed.usage.total_tokens >= completed.usage.input_tokens + completed.usage.output_tokens
+    (up,) = served(env, model, n=1)
+    if ROUTES[model][0] == "gemini":
+        assert len(deltas) >= 2, "the mock streams 5 chunks: each is forwarded as a delta"
+        assert up["path"].endswith(":streamGenerateContent") and up["query"].get("alt") == "sse"
+    else:
+        assert_passthrough(env, model, up)
+
+
+def test_stream_events_are_forwarded_as_they_arrive(env, client):
+    env.gm.configure(chunk_delay_ms=150)
+    stamps = []
+    t0 = time.monotonic()
+    with client.responses.stream(model=GEMINI, input="slow stream") as stream:
+        for e in stream:
+            stamps.append((e.type, time.monotonic() - t0))
+    first_delta = next(t for name, t in stamps if name == "response.output_text.delta")
+    end = stamps[-1][1]
+    assert stamps[-1][0] == "response.completed"
+    assert end - first_delta >= 0.4, f"deltas were held back: first at {first_delta:.3f}s, end at {end:.3f}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+
+def check_calls(model, calls_):
+    assert calls_, "a function call was expected"
+    assert all(c.name == "get_weather" for c in calls_)
+    ids = [c.call_id for c in calls_]
+    assert all(ids) and len(set(ids)) == len(ids), f"call_ids must be distinct: {ids}"
+    item_ids = [c.id for c in calls_]
+    assert all(item_ids) and len(set(item_ids)) == len(item_ids), item_ids
+    args = [json.loads(c.arguments) for c in calls_]
+    if ROUTES[model][0] == "gemini":
+        assert args == [{"mock": True}, {"mock": True, "n": 2}]
+    return args
+
+
+def check_gemini_tool_turns(up, model):
+    """The second Gemini request: the user turn, the model's calls, then their results."""
+    contents = up["body"]["contents"]
+    assert [c["role"] for c in contents] == ["user", "model", "user"], contents
+    calls_ = [p for p in parts(contents[1]) if "functionCall" in p]
+    assert [p["functionCall"]["name"] for p in calls_] == ["get_weather", "get_weather"]
+    assert [p["functionCall"].get("args") for p in calls_] == [{"mock": True}, {"mock": True, "n": 2}]
+    if model == GEMINI3:
+        assert calls_[0].get("thoughtSignature"), "Gemini 3's signature must come back with its call"
+    results = [p["functionResponse"] for p in parts(contents[2]) if "functionResponse" in p]
+    assert [r["name"] for r in results] == ["get_weather", "get_weather"]
+    for r in results:
+        assert isinstance(r["response"], dict) and "temp_c" in json.dumps(r["response"]), r
+    decls = up["body"]["tools"][0]["functionDeclarations"]
+    assert [d["name"] for d in decls] == ["get_weather"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_tool_round_trip_and_parallel_calls(env, client, model):
+    question = {"role": "user", "content": "What is the weather in Paris and in Rome?"}
+    r1 = client.responses.create(model=model, input=[question], tools=TOOLS, parallel_tool_calls=True)
+    fc = function_calls(r1)
+    check_calls(model, fc)
+    if ROUTES[model][0] == "gemini":
+        assert len(fc) == 2, "the mock Gemini answers two parallel calls"
+    outputs = [{"type": "function_call_output", "call_id": c.call_id, "output": TOOL_RESULT} for c in fc]
+    r2 = client.responses.create(model=model, input=[question, *as_input(r1.output), *outputs], tools=TOOLS)
+    assert r2.status == "completed" and not function_calls(r2)
+    ups = served(env, model, n=2)
+    if ROUTES[model][0] == "gemini":
+        assert r2.output_text == "Mock saw tool result: get_weather"
+        first = ups[0]["body"]
+        assert [d["name"] for d in first["tools"][0]["functionDeclarations"]] == ["get_weather"]
+        check_gemini_tool_turns(ups[1], model)
+    else:
+        assert r2.output_text
+        assert_passthrough(env, model, ups[0], 0)
+        assert_passthrough(env, model, ups[1], 1)
+
+
+@pytest.mark.parametrize("model", GEMINI_MODELS)
+def test_tool_round_trip_with_previous_response_id(env, client, model):
+    r1 = client.responses.create(model=model, input="What is the weather in Paris?", tools=TOOLS)
+    fc = function_calls(r1)
+    check_calls(model, fc)
+    outputs = [{"type": "function_call_output", "call_id": c.call_id, "output": TOOL_RESULT} for c in fc]
+    r2 = client.responses.create(model=model, previous_response_id=r1.id, input=outputs, tools=TOOLS)
+    assert r2.output_text == "Mock saw tool result: get_weather"
+    ups = served(env, model, n=2)
+    check_gemini_tool_turns(ups[1], model)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_stream_tool_call_arguments(env, client, model):
+    with client.responses.stream(model=model, input="Weather in Oslo?", tools=TOOLS) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    types = [e.type for e in events]
+    assert types[0] == "response.created" and types[-1] == "response.completed", collapse(types)
+    seq = [e.sequence_number for e in events]
+    assert all(a < b for a, b in zip(seq, seq[1:])), seq
+    fc = function_calls(final)
+    args = check_calls(model, fc)
+    added = {e.output_index: e.item for e in events if e.type == "response.output_item.added" and e.item.type == "function_call"}
+    done_items = {e.output_index: e.item for e in events if e.type == "response.output_item.done" and e.item.type == "function_call"}
+    arg_done = {e.output_index: e for e in events if e.type == "response.function_call_arguments.done"}
+    assert set(added) == set(done_items) == set(arg_done) and len(added) == len(fc), collapse(types)
+    for idx, item in done_items.items():
+        deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta" and e.output_index == idx)
+        assert deltas == arg_done[idx].arguments == item.arguments, (idx, deltas, arg_done[idx].arguments, item.arguments)
+        assert arg_done[idx].item_id == item.id == added[idx].id
+        assert added[idx].call_id == item.call_id
+        # Each call's events run added -> deltas -> arguments.done -> item.done.
+        mine = [e.type for e in events if getattr(e, "output_index", None) == idx]
+        assert collapse(mine) == ["response.output_item.added", "response.function_call_arguments.delta",
+                                  "response.function_call_arguments.done", "response.output_item.done"], collapse(mine)
+    assert [json.loads(i.arguments) for _, i in sorted(done_items.items())] == args
+    (up,) = served(env, model, n=1)
+    if ROUTES[model][0] == "openai":
+        assert_passthrough(env, model, up)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structured output, reasoning, max_output_tokens
+# ---------------------------------------------------------------------------------------------
+
+class MockAnswer(BaseModel):
+    mock: bool
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_parse_with_a_pydantic_model(env, client, model):
+    r = client.responses.parse(model=model, input="Answer in JSON.", text_format=MockAnswer)
+    assert r.output_parsed == MockAnswer(mock=True)
+    (up,) = served(env, model, n=1)
+    if ROUTES[model][0] == "gemini":
+        gc = up["body"]["generationConfig"]
+        assert gc["responseMimeType"] == "application/json"
+        schema = gc.get("responseJsonSchema")
+        assert schema and "mock" in schema["properties"], gc
+    else:
+        assert_passthrough(env, model, up)
+        assert up["body"]["text"]["format"]["type"] == "json_schema"
+
+
+@pytest.mark.parametrize("model", GEMINI_MODELS)
+def test_reasoning_effort_reaches_gemini_thinking_config(env, client, model):
+    r_low = client.responses.create(model=model, input="think a little", reasoning={"effort": "low"})
+    r_high = client.responses.create(model=model, input="think a lot", reasoning={"effort": "high"})
+    assert r_low.status == r_high.status == "completed"
+    assert r_high.usage.output_tokens_details.reasoning_tokens == 7, "the mock's thoughtsTokenCount"
+    low, high = (u["body"]["generationConfig"]["thinkingConfig"] for u in served(env, model, n=2))
+    if ROUTES[model][1].startswith("gemini-3"):
+        assert (low.get("thinkingLevel", "").lower(), high.get("thinkingLevel", "").lower()) == ("low", "high"), (low, high)
+        assert "thinkingBudget" not in low
+    else:
+        assert isinstance(low.get("thinkingBudget"), int) and isinstance(high.get("thinkingBudget"), int), (low, high)
+        assert 0 < low["thinkingBudget"] < high["thinkingBudget"]
+        assert "thinkingLevel" not in low
+
+
+def test_reasoning_effort_on_a_model_that_does_not_think_is_400(env, client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="gemini-2.0-flash", input="x", reasoning={"effort": "high"})
+    assert "reasoning" in ((e.value.param or "") + e.value.message)
+    assert calls(env.gm) == [] and calls(env.oa) == []
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_small_max_output_tokens_is_incomplete(env, client, model):
+    r = client.responses.create(model=model, input="tell me a long story about the sea", max_output_tokens=16)
+    assert r.status == "incomplete", r.status
+    assert r.incomplete_details.reason == "max_output_tokens"
+    (up,) = served(env, model, n=1)
+    if ROUTES[model][0] == "gemini":
+        assert up["body"]["generationConfig"]["maxOutputTokens"] == 16
+    else:
+        assert_passthrough(env, model, up)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversation state
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", MODELS)
+def test_previous_response_id_chain_of_three_turns(env, client, model):
+    r1 = client.responses.create(model=model, instructions="Remember everything.", input="My name is Ada.")
+    r2 = client.responses.create(model=model, previous_response_id=r1.id, input="I live in Paris.")
+    r3 = client.responses.create(model=model, previous_response_id=r2.id, input="Where do I live?")
+    assert len({r1.id, r2.id, r3.id}) == 3
+    assert r3.output_text == expected_reply(model, "Where do I live?")
+    assert r3.previous_response_id == r2.id
+    ups = served(env, model, n=3)
+    if ROUTES[model][0] == "gemini":
+        assert turns(ups[2]) == [
+            ("user", ["My name is Ada."]), ("model", [r1.output_text]),
+            ("user", ["I live in Paris."]), ("model", [r2.output_text]),
+            ("user", ["Where do I live?"]),
+        ]
+        # As OpenAI does: a previous response's instructions are not carried over.
+        assert system_text(ups[0]) == "Remember everything." and system_text(ups[2]) is None
+    else:
+        for i, up in enumerate(ups):
+            assert_passthrough(env, model, up, i)
+        assert ups[2]["body"]["previous_response_id"] == r2.id
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_retrieve_input_items_and_delete(env, client, model):
+    items = [{"role": "user", "content": "first"}, {"role": "user", "content": "second"}]
+    r = client.responses.create(model=model, input=items)
+    got = client.responses.retrieve(r.id)
+    assert got.id == r.id and got.status == "completed" and got.output_text == r.output_text
+    listed = client.responses.input_items.list(r.id)
+    assert [i.content[0].text for i in listed.data] == ["second", "first"], "newest first, as OpenAI lists them"
+    asc = client.responses.input_items.list(r.id, order="asc")
+    assert [i.content[0].text for i in asc.data] == ["first", "second"]
+    assert client.responses.delete(r.id) is None
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list(r.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(r.id)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=model, previous_response_id=r.id, input="again")
+    assert e.value.code == "previous_response_not_found"
+    ups = served(env, model)
+    if ROUTES[model][0] == "gemini":
+        assert len(ups) == 1, "retrieve, list and delete of a gateway-minted id never leave the gateway"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_store_false_keeps_nothing(env, client, model):
+    r = client.responses.create(model=model, input="forget me", store=False)
+    assert r.status == "completed"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r.id)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=model, previous_response_id=r.id, input="do you remember?")
+    assert e.value.status_code == 400 and e.value.code == "previous_response_not_found"
+    if ROUTES[model][0] == "gemini":
+        served(env, model, n=1)
+    else:
+        assert_passthrough(env, model, served(env, model)[0], 0)
+
+
+@pytest.mark.parametrize("model", GEMINI_MODELS)
+def test_unknown_previous_response_id(env, client, model):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=model, previous_response_id="resp_" + secrets.token_hex(24), input="hi")
+    assert e.value.code == "previous_response_not_found"
+    assert e.value.param == "previous_response_id"
+    assert calls(env.gm) == [] and calls(env.oa) == []
+
+
+def test_a_gemini_conversation_continues_on_an_openai_model(env, client):
+    r1 = client.responses.create(model=GEMINI, input="My name is Ada.")
+    r2 = client.responses.create(model=OPENAI, previous_response_id=r1.id, input="What is my name?")
+    assert r2.status == "completed"
+    (g,) = calls(env.gm)
+    (o,) = calls(env.oa)
+    assert o["path"] == "/v1/responses" and o["body"]["model"] == OPENAI
+    assert "previous_response_id" not in o["body"], "the gateway's id means nothing to OpenAI"
+    blob = json.dumps(o["body"]["input"])
+    assert "My name is Ada." in blob and r1.output_text in blob and "What is my name?" in blob
+    assert o["headers"]["authorization"] == f"Bearer {CLIENT_KEY}"
+    assert g["headers"].get("x-goog-api-key") == CLIENT_KEY
+
+
+def test_tenant_isolation(env, start_gateway):
+    cfg = json.loads(json.dumps(env.cfg))
+    cfg["auth"] = {"mode": "gateway", "require_auth_header": True, "keys": [
+        {"id": "team-a", "key": "team-a-access-key-" + secrets.token_hex(6)},
+        {"id": "team-b", "key": "team-b-access-key-" + secrets.token_hex(6)},
+    ]}
+    g = start_gateway(cfg)
+    a = sdk_client(g, "unused", default_headers={"X-API-Key": cfg["auth"]["keys"][0]["key"]})
+    b = sdk_client(g, "unused", default_headers={"X-API-Key": cfg["auth"]["keys"][1]["key"]})
+    for model in (GEMINI, SMART):
+        r = a.responses.create(model=model, input="team a's secret plan")
+        with pytest.raises(openai.NotFoundError):
+            b.responses.retrieve(r.id)
+        with pytest.raises(openai.NotFoundError):
+            b.responses.input_items.list(r.id)
+        with pytest.raises(openai.NotFoundError):
+            b.responses.delete(r.id)
+        with pytest.raises(openai.BadRequestError) as e:
+            b.responses.create(model=model, previous_response_id=r.id, input="what was the plan?")
+        assert e.value.code == "previous_response_not_found"
+        # Still team a's, untouched by team b's delete.
+        assert a.responses.retrieve(r.id).output_text == r.output_text
+        r2 = a.responses.create(model=model, previous_response_id=r.id, input="and now?")
+        assert r2.status == "completed"
+    gemini_calls = calls(env.gm)
+    assert len(gemini_calls) == 4, "team b's attempts never reached Gemini"
+    assert all(c["headers"].get("x-goog-api-key") == "gw-gemini-key" for c in gemini_calls)
+    assert calls(env.oa) == []
+
+
+def test_two_instances_share_conversations_through_redis(env, start_gateway, start_redis):
+    redis = start_redis()
+    g1 = start_gateway(env.cfg, env={"REDIS_URL": redis.url})
+    g2 = start_gateway(env.cfg, env={"REDIS_URL": redis.url})
+    c1, c2 = sdk_client(g1, CLIENT_KEY), sdk_client(g2, CLIENT_KEY)
+    r1 = c1.responses.create(model=GEMINI, input="My name is Ada.")
+    r2 = c2.responses.create(model=GEMINI, previous_response_id=r1.id, input="I live in Paris.")
+    with c1.responses.stream(model=GEMINI, previous_response_id=r2.id, input="Where do I live?") as s:
+        list(s)
+        r3 = s.get_final_response()
+    assert r3.status == "completed"
+    ups = calls(env.gm)
+    assert len(ups) == 3
+    assert turns(ups[2]) == [
+        ("user", ["My name is Ada."]), ("model", [r1.output_text]),
+        ("user", ["I live in Paris."]), ("model", [r2.output_text]),
+        ("user", ["Where do I live?"]),
+    ]
+    assert c1.responses.retrieve(r2.id).output_text == r2.output_text
+    assert c2.responses.retrieve(r3.id).output_text == r3.output_text
+    assert [i.content[0].text for i in c1.responses.input_items.list(r2.id, order="asc").data][-1] == "I live in Paris."
+    assert int(redis.cli("DBSIZE").strip() or 0) > 0, "the conversation is kept in Redis"
+    c2.responses.delete(r1.id)
+    with pytest.raises(openai.NotFoundError):
+        c1.responses.retrieve(r1.id)
+    assert calls(env.oa) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys and virtual models across providers
+# ---------------------------------------------------------------------------------------------
+
+def test_a_virtual_model_across_providers_fails_over_and_keeps_the_bearer_home(env, client):
+    # The client's bearer names no single provider here: each provider gets the gateway's key.
+    env.gm.faults({"status": 500, "count": -1})
+    raw = client.responses.with_raw_response.create(model=MIXED, input="fail over")
+    assert raw.headers["x-gateway-provider"] == "openai"
+    assert raw.parse().status == "completed"
+    (o,) = calls(env.oa)
+    assert o["body"]["model"] == OPENAI and o["headers"]["authorization"] == "Bearer gw-openai-key"
+    assert all(r["headers"].get("x-goog-api-key") == "gw-gemini-key" for r in calls(env.gm))
+    env.oa.reset()
+    env.gm.reset()
+    env.oa.faults({"status": 500, "count": -1})
+    raw = client.responses.with_raw_response.create(model=MIXED, input="fail over back")
+    assert raw.headers["x-gateway-provider"] == "gemini"
+    assert raw.parse().output_text == "Mock reply to: fail over back"
+    for m in env.mocks.values():
+        assert CLIENT_KEY not in json.dumps([r["headers"] for r in m.requests()])
+
+
+def test_no_client_key_reaches_a_provider_the_model_does_not_name(env):
+    """Raw requests with both a bearer and a per-provider key: each goes only where it belongs."""
+    url = env.gw.url + "/v1/responses"
+    goog = "g-client-" + secrets.token_hex(8)
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}", "x-goog-api-key": goog}
+    r = requests.post(url, json={"model": GEMINI, "input": "hi"}, headers=headers, timeout=10)
+    assert r.status_code == 200, r.text
+    assert calls(env.oa) == []
+    (g,) = calls(env.gm)
+    assert g["headers"]["x-goog-api-key"] == goog and "authorization" not in g["headers"]
+    r = requests.post(url, json={"model": OPENAI, "input": "hi"}, headers={"x-goog-api-key": goog}, timeout=10)
+    assert r.status_code == 200, r.text
+    (o,) = calls(env.oa)
+    assert o["headers"]["authorization"] == "Bearer gw-openai-key"
+    assert goog not in json.dumps(o["headers"])
+    assert len(calls(env.gm)) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input and failures
+# ---------------------------------------------------------------------------------------------
+
+BAD_BODIES = [
+    ("item-without-content", {"input": [{"type": "message", "role": "user"}]}, "input"),
+    ("unknown-item-type", {"input": [{"type": "bogus_item", "text": "x"}]}, "input"),
+    ("bad-role", {"input": [{"role": "wizard", "content": "x"}]}, "input"),
+    ("unknown-call-id", {"input": [
+        {"role": "user", "content": "weather?"},
+        {"type": "function_call_output", "call_id": "call_never_made", "output": "21"},
+    ], "tools": TOOLS}, "call_id"),
+    ("input-wrong-type", {"input": 42}, "input"),
+    ("temperature-wrong-type", {"input": "x", "temperature": "hot"}, "temperature"),
+    ("max-output-tokens-wrong-type", {"input": "x", "max_output_tokens": "many"}, "max_output_tokens"),
+    ("tools-wrong-type", {"input": "x", "tools": "get_weather"}, "tools"),
+    ("built-in-tool", {"input": "x", "tools": [{"type": "web_search"}]}, "web_search"),
+    ("text-format-wrong", {"input": "x", "text": {"format": {"type": "yaml"}}}, "text.format"),
+]
+
+
+@pytest.mark.parametrize("model", [GEMINI, SMART])
+@pytest.mark.parametrize("name,body,names", BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_bad_input_is_an_openai_shaped_400_naming_the_field(env, model, name, body, names):
+    r = requests.post(env.gw.url + "/v1/responses", json={"model": model, **body},
+                      headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10)
+    err = openai_error(r, 400)
+    assert err["type"] == "invalid_request_error"
+    assert names in f"{err['param']} {err['message']}", err
+    assert calls(env.gm) == [] and calls(env.oa) == [], "refused before any upstream call"
+    # The next request is served.
+    ok = requests.post(env.gw.url + "/v1/responses", json={"model": model, "input": "fine"},
+                       headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10)
+    assert ok.status_code == 200, ok.text
+
+
+def test_malformed_json_and_oversized_body(env):
+    url = env.gw.url + "/v1/responses"
+    openai_error(requests.post(url, data=b'{"model": "gemini-2.5-flash", "input": [', timeout=10,
+                               headers={"Content-Type": "application/json"}), 400)
+    big = {"model": GEMINI, "input": "x" * (MAX_BODY + 1000)}
+    openai_error(requests.post(url, json=big, timeout=10), 413)
+    assert calls(env.gm) == [] and calls(env.oa) == []
+    assert requests.post(url, json={"model": GEMINI, "input": "fine"}, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("fault", [
+    {"action": "break_stream", "path_contains": "streamGenerateContent"},
+    {"action": "no_done", "path_contains": "streamGenerateContent"},
+], ids=["broken", "no-finish-reason"])
+def test_gemini_failure_mid_stream_never_completes(env, client, fault):
+    env.gm.faults(fault)
+    r = requests.post(env.gw.url + "/v1/responses", json={"model": GEMINI, "input": "stream then fail", "stream": True},
+                      headers={"Authorization": f"Bearer {CLIENT_KEY}"}, stream=True, timeout=15)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = sse(r)
+    types = [(d.get("type") if isinstance(d, dict) else None) or name for name, d in events]
+    assert "response.completed" not in types, types
+    assert types and types[0] == "response.created", types
+    assert types[-1] in ("response.failed", "error"), types
+    seqs = [d.get("sequence_number") for _, d in events if isinstance(d, dict) and "sequence_number" in d]
+    assert all(a < b for a, b in zip(seqs, seqs[1:])), seqs
+    # The SDK sees it as a failure, not as a complete answer; and the next request is served.
+    env.gm.faults(fault)
+    try:
+        with client.responses.stream(model=GEMINI, input="stream then fail") as s:
+            list(s)
+            final = s.get_final_response()
+    except (openai.APIError, RuntimeError):
+        pass  # an `error` event raises; a stream without `response.completed` has no final response
+    else:
+        pytest.fail(f"the SDK took a cut stream for a complete answer ({final.status})")
+    assert client.responses.create(model=GEMINI, input="next").output_text == "Mock reply to: next"
+
+
+def test_gemini_error_before_the_stream_is_an_openai_error(env, client):
+    env.gm.faults({"status": 400, "count": 1, "body": {"error": {"code": 400, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT"}}})
+    with pytest.raises(openai.BadRequestError) as e:
+        with client.responses.stream(model=GEMINI, input="bad") as s:
+            list(s)
+    assert "invalid argument" in e.value.message
+    assert client.responses.create(model=GEMINI, input="next").status == "completed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Other /v1/* routes naming a model
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", {"model": GEMINI, "prompt": "Say hi"}),
+    ("/v1/completions", {"model": SMART, "prompt": "Say hi"}),
+    ("/v1/completions", {"model": f"gemini/{GEMINI}", "prompt": "Say hi"}),
+    ("/v1/moderations", {"model": GEMINI, "input": "hello"}),
+], ids=["completions-gemini", "completions-virtual", "completions-prefixed", "moderations-gemini"])
+def test_other_routes_refuse_models_they_cannot_serve(env, path, body):
+    r = requests.post(env.gw.url + path, json=body, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10)
+    err = openai_error(r, 400)
+    assert path in err["message"], err
+    assert calls(env.oa) == [] and calls(env.gm) == []
+
+
+def test_other_routes_still_forward_openai_models(env):
+    r = requests.post(env.gw.url + "/v1/completions", json={"model": OPENAI, "prompt": "Say hi"},
+                      headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    (o,) = calls(env.oa)
+    assert o["path"] == "/v1/completions" and o["headers"]["authorization"] == f"Bearer {CLIENT_KEY}"
+    assert calls(env.gm) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Access log
+# ---------------------------------------------------------------------------------------------
+
+def test_access_log_names_the_route_provider_model_and_tokens(env, client):
+    rid = "resp-log-" + secrets.token_hex(4)
+    client.responses.create(model=SMART, input="log me", extra_headers={"x-request-id": rid})
+    deadline = time.time() + 5
+    recs = []
+    while time.time() < deadline and not recs:
+        recs = [r for r in env.gw.access_logs() if r.get("request_id") == rid]
+        time.sleep(0.05)
+    assert len(recs) == 1, recs
+    rec = recs[0]
+    assert (rec["route"], rec["status"], rec["provider"], rec["model"], rec["attempts"]) == ("responses", 200, "gemini", GEMINI, 1)
+    assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] > 0
