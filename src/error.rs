@@ -31,6 +31,11 @@ pub enum GatewayError {
     UpstreamFailed { message: String },
     /// A method that this route does not accept.
     MethodNotAllowed,
+    /// Responses API: a `previous_response_id` this caller cannot continue (unknown, expired,
+    /// another tenant's, or stored nowhere the model's provider can read it).
+    PreviousResponseNotFound { id: String },
+    /// Responses API: `GET`/`DELETE` of a response this caller has not stored.
+    ResponseNotFound { id: String },
 }
 
 /// The body every error renders as.
@@ -58,7 +63,8 @@ impl GatewayError {
 
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::BadRequest { .. } => 400,
+            GatewayError::BadRequest { .. } | GatewayError::PreviousResponseNotFound { .. } => 400,
+            GatewayError::ResponseNotFound { .. } => 404,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::NotFound { .. } | GatewayError::ModelNotFound { .. } => 404,
             GatewayError::Unauthorized { .. } | GatewayError::MissingProviderKey { .. } => 401,
@@ -77,7 +83,9 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::ModelNotFound { .. }
-            | GatewayError::MethodNotAllowed => "invalid_request_error",
+            | GatewayError::MethodNotAllowed
+            | GatewayError::PreviousResponseNotFound { .. }
+            | GatewayError::ResponseNotFound { .. } => "invalid_request_error",
             GatewayError::Unauthorized { .. } | GatewayError::MissingProviderKey { .. } => {
                 "authentication_error"
             }
@@ -103,6 +111,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamFailed { .. } => "upstream_error",
             GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::PreviousResponseNotFound { .. } => "previous_response_not_found",
+            GatewayError::ResponseNotFound { .. } => "not_found",
         }
     }
 
@@ -130,6 +140,12 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { message } => message.clone(),
             GatewayError::UpstreamFailed { message } => message.clone(),
             GatewayError::MethodNotAllowed => "Method not allowed on this route.".into(),
+            GatewayError::PreviousResponseNotFound { id } => {
+                format!("Previous response with id '{id}' not found.")
+            }
+            GatewayError::ResponseNotFound { id } => {
+                format!("Response with id '{id}' not found.")
+            }
         }
     }
 
@@ -147,6 +163,7 @@ impl GatewayError {
         let param = match self {
             GatewayError::BadRequest { param, .. } => param.as_deref(),
             GatewayError::ModelNotFound { .. } => Some("model"),
+            GatewayError::PreviousResponseNotFound { .. } => Some("previous_response_id"),
             _ => None,
         };
         openai_error_body(&message, self.openai_type(), param, Some(self.label()))

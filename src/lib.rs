@@ -25,4 +25,5 @@ pub mod server;
 pub mod sse;
 pub mod state;
 pub mod strategy;
+pub mod translate;
 pub mod upstream;

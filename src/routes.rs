@@ -12,6 +12,14 @@ pub enum Route {
     Models,
     ChatCompletions,
     Embeddings,
+    /// `POST /v1/responses`: the Responses API on every model (SPEC §11).
+    Responses,
+    /// `GET`/`DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`: answered
+    /// from the gateway's conversation state when it minted `id`, else OpenAI's.
+    StoredResponse {
+        id: String,
+        action: StoredAction,
+    },
     /// Any other `/v1/*`: passed through to OpenAI with auth injected.
     OpenAiPassthrough,
     /// Gemini's native `models/{model}:{method}` routes.
@@ -23,6 +31,14 @@ pub enum Route {
     Preflight,
     NotFound,
     MethodNotAllowed,
+}
+
+/// What a request on a stored response asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredAction {
+    Retrieve,
+    Delete,
+    InputItems,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +76,12 @@ impl Route {
             Route::Models => "models",
             Route::ChatCompletions => "chat_completions",
             Route::Embeddings => "embeddings",
+            Route::Responses => "responses",
+            Route::StoredResponse { action, .. } => match action {
+                StoredAction::Retrieve => "responses_retrieve",
+                StoredAction::Delete => "responses_delete",
+                StoredAction::InputItems => "responses_input_items",
+            },
             Route::OpenAiPassthrough => "openai_passthrough",
             Route::GeminiNative { method, .. } => match method {
                 GeminiMethod::GenerateContent => "gemini_generate",
@@ -105,7 +127,23 @@ pub fn classify(method: &str, path: &str) -> Route {
         "/v1/models" => return simple(Route::Models, get),
         "/v1/chat/completions" => return simple(Route::ChatCompletions, post),
         "/v1/embeddings" => return simple(Route::Embeddings, post),
+        "/v1/responses" => return simple(Route::Responses, post),
         _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/v1/responses/") {
+        let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let action = match (method, tail) {
+            ("GET" | "HEAD", "") => Some(StoredAction::Retrieve),
+            ("DELETE", "") => Some(StoredAction::Delete),
+            ("GET" | "HEAD", "input_items") => Some(StoredAction::InputItems),
+            _ => None,
+        };
+        if let (Some(action), false) = (action, id.is_empty()) {
+            return Route::StoredResponse {
+                id: id.to_string(),
+                action,
+            };
+        }
     }
     for prefix in ["/v1beta/models/", "/v1/models/", "/v1alpha/models/"] {
         if let Some(rest) = path.strip_prefix(prefix) {
@@ -147,7 +185,31 @@ mod tests {
         );
         assert_eq!(classify("POST", "/v1/embeddings"), Route::Embeddings);
         assert_eq!(classify("GET", "/v1/models"), Route::Models);
-        assert_eq!(classify("POST", "/v1/responses"), Route::OpenAiPassthrough);
+        assert_eq!(classify("POST", "/v1/responses"), Route::Responses);
+        assert_eq!(classify("GET", "/v1/responses"), Route::MethodNotAllowed);
+        assert_eq!(
+            classify("GET", "/v1/responses/resp_1/input_items"),
+            Route::StoredResponse {
+                id: "resp_1".into(),
+                action: StoredAction::InputItems
+            }
+        );
+        assert_eq!(
+            classify("DELETE", "/v1/responses/resp_1"),
+            Route::StoredResponse {
+                id: "resp_1".into(),
+                action: StoredAction::Delete
+            }
+        );
+        // Other Responses endpoints are OpenAI's.
+        assert_eq!(
+            classify("POST", "/v1/responses/resp_1/cancel"),
+            Route::OpenAiPassthrough
+        );
+        assert_eq!(
+            classify("POST", "/v1/responses/input_tokens"),
+            Route::OpenAiPassthrough
+        );
         assert_eq!(
             classify("GET", "/v1/models/gpt-4o"),
             Route::OpenAiPassthrough

@@ -466,7 +466,12 @@ pub fn estimate_tokens(body: &serde_json::Value) -> (u64, u64) {
             }
         }
     }
-    for key in ["systemInstruction", "system_instruction", "prompt"] {
+    for key in [
+        "systemInstruction",
+        "system_instruction",
+        "prompt",
+        "instructions",
+    ] {
         if let Some(v) = obj.get(key) {
             tally.content(v);
         }
@@ -540,7 +545,15 @@ impl Tally {
                     self.images += 1;
                     return;
                 }
-                for key in ["text", "content", "parts", "refusal", "name"] {
+                for key in [
+                    "text",
+                    "content",
+                    "parts",
+                    "refusal",
+                    "name",
+                    "arguments",
+                    "output",
+                ] {
                     if let Some(x) = o.get(key) {
                         self.content(x);
                     }

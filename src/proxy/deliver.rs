@@ -3,16 +3,13 @@
 //! through the body pump ([`super::pump`]) with the transform its API pair needs — while
 //! capturing token usage and, for cacheable requests, the complete answer to store.
 
-use super::pump::{
-    self, BodyTransform, CheckedSse, GeminiToOpenAi, OpenAiSse, StreamEnd, Upstream, Verbatim,
-    STREAM_EVENT_LIMIT, WHOLE_BODY_LIMIT,
-};
+use super::pump::{self, BodyTransform, Upstream, Verbatim, STREAM_EVENT_LIMIT, WHOLE_BODY_LIMIT};
 use super::respond::{common_headers, response_header, send, send_error, send_json, StreamGzip};
 use super::Ctx;
 use crate::error::GatewayError;
-use crate::providers::gemini;
 use crate::redact::Secrets;
 use crate::state::State;
+use crate::translate::{AnswerContext, AnswerTranslation, Whole};
 use crate::upstream::PeerInfo;
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -29,28 +26,6 @@ const ERROR_BODY_LIMIT: usize = 1024 * 1024;
 /// is written: one write, and usage and the cache need no second copy.
 const SMALL_BODY_LIMIT: usize = 1024 * 1024;
 
-/// How to turn the upstream answer into the client's.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Translate {
-    /// OpenAI chat or embeddings: relayed as is; usage read on the way.
-    OpenAi {
-        stream: bool,
-        strip_usage: bool,
-    },
-    /// Passthrough routes: relayed as is; an event stream is checked for `end` when the API
-    /// has an end marker; a body that is not a stream is cut after `limit` bytes when set
-    /// (Gemini's JSON answers; OpenAI's passthrough carries file downloads of any size).
-    Raw {
-        end: Option<StreamEnd>,
-        limit: Option<usize>,
-    },
-    GeminiChat {
-        stream: bool,
-        include_usage: bool,
-    },
-    GeminiEmbeddings(gemini::EmbeddingsContext),
-}
-
 /// An upstream answer whose header has arrived.
 pub struct Answer {
     /// The upstream session; its response header has arrived.
@@ -58,18 +33,23 @@ pub struct Answer {
     pub status: StatusCode,
     pub peer: Arc<PeerInfo>,
     pub addr: SocketAddr,
-    pub translate: Translate,
+    /// The way back, from the translation of this candidate's pair.
+    pub answer: Box<dyn AnswerTranslation>,
+    /// The client asked for an event stream.
+    pub stream: bool,
     /// Per-attempt timeout: also the longest silence allowed between chunks.
     pub timeout: Duration,
-    /// Keep a copy of the complete OpenAI-shaped answer (for the cache).
+    /// Keep a copy of the complete answer in the client's shape (cache, conversation state).
     pub keep: bool,
 }
 
 /// What the relay learnt from the answer.
 #[derive(Default)]
 pub struct Outcome {
-    /// The complete OpenAI-shaped answer (non-streamed form), when `keep` and it completed.
+    /// The complete answer in the client's non-streamed form, when `keep` and it completed.
     pub complete: Option<Bytes>,
+    /// Responses API: the request's input items, when a translated answer completed.
+    pub input_items: Option<Vec<serde_json::Value>>,
 }
 
 /// Why a whole body could not be read.
@@ -218,13 +198,6 @@ pub fn is_event_stream(up: &HttpSession) -> bool {
     content_type(up).is_some_and(|v| v.starts_with(b"text/event-stream"))
 }
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Returns the upstream connection to the pool for the next request.
 pub async fn release(state: &State, up: HttpSession, peer: &PeerInfo, addr: SocketAddr) {
     let http_peer = peer.http_peer(addr, Duration::from_secs(1));
@@ -234,12 +207,14 @@ pub async fn release(state: &State, up: HttpSession, peer: &PeerInfo, addr: Sock
         .await;
 }
 
-/// Sends the answer to the client: raw, or translated from Gemini.
+/// Sends the answer to the client through the answer side of its pair's translation: read
+/// whole and translated, relayed under the upstream's headers, or streamed translated under
+/// the gateway's own.
 pub async fn deliver(
     state: &State,
     session: &mut Session,
     ctx: &mut Ctx,
-    a: Answer,
+    mut a: Answer,
     secrets: &Secrets<'_>,
 ) -> Outcome {
     let status = a.status.as_u16();
@@ -249,103 +224,113 @@ pub async fn deliver(
         return Outcome::default();
     }
     let sse = is_event_stream(&a.up);
-    let keep = a.keep;
-    let complete = match a.translate.clone() {
-        Translate::Raw { end, limit } => {
-            let t: Box<dyn BodyTransform> = match (sse, end, limit) {
-                (true, Some(end), _) => Box::new(CheckedSse::new(end)),
-                (false, _, Some(limit)) => Box::new(Verbatim::bounded(limit)),
-                _ => Box::new(Verbatim::raw()),
-            };
-            relay_as_is(state, session, ctx, a, t, sse, secrets).await;
-            None
-        }
-        Translate::OpenAi {
-            stream: true,
-            strip_usage,
-        } => {
-            if !sse {
-                // A whole answer where a stream was asked: replayed as the stream it stands for.
-                let Some(body) = take_whole(state, session, ctx, a, STREAM_EVENT_LIMIT).await
-                else {
-                    return Outcome::default();
-                };
-                return json_as_stream(session, ctx, body, !strip_usage, keep, secrets).await;
+    let (keep, stream) = (a.keep, a.stream);
+    let model = ctx.model.clone().unwrap_or_default();
+    let request_id = ctx.request_id.to_string();
+    let cx = AnswerContext {
+        request_id: &request_id,
+        model: &model,
+        created: crate::translate::unix_now(),
+    };
+    if a.answer.reads_whole(sse, stream) {
+        let limit = if stream {
+            STREAM_EVENT_LIMIT
+        } else {
+            WHOLE_BODY_LIMIT
+        };
+        let mut answer = std::mem::replace(&mut a.answer, Box::new(Gone));
+        let Some(body) = take_whole(state, session, ctx, a, limit).await else {
+            return Outcome::default();
+        };
+        let whole = match answer.whole(body, &cx) {
+            Ok(w) => w,
+            Err(why) => {
+                untranslatable(session, ctx, &why).await;
+                return Outcome::default();
             }
-            let t = Box::new(OpenAiSse::new(strip_usage, keep));
-            relay_as_is(state, session, ctx, a, t, sse, secrets).await
-        }
-        Translate::OpenAi { stream: false, .. } => {
-            // Kept whole on the side for usage (and the cache when cacheable).
-            let t = Box::new(Verbatim::kept(WHOLE_BODY_LIMIT));
-            let body = relay_as_is(state, session, ctx, a, t, sse, secrets).await;
-            if let Some(b) = &body {
-                ctx.usage = pump::usage_of(b);
-            }
-            body.filter(|_| keep)
-        }
-        Translate::GeminiChat {
-            stream: true,
-            include_usage,
-        } => {
-            if !sse {
-                let Some(body) = take_whole(state, session, ctx, a, STREAM_EVENT_LIMIT).await
-                else {
-                    return Outcome::default();
+        };
+        // Scanned for the gateway's keys: an upstream must not hand them out.
+        let body: Bytes = match secrets.redact_known(&whole.body) {
+            Cow::Borrowed(_) => whole.body,
+            Cow::Owned(b) => Bytes::from(b),
+        };
+        ctx.usage = whole.usage;
+        if stream {
+            let Some(events) = answer.replay(&body) else {
+                let err = GatewayError::UpstreamFailed {
+                    message: "the upstream answered a stream request with a body that is neither an event stream nor an answer of this route".into(),
                 };
-                let translated = gemini::chat_response(&body, &response_context(ctx));
-                return match translated {
-                    Ok((b, _)) => {
-                        json_as_stream(session, ctx, Bytes::from(b), include_usage, keep, secrets)
-                            .await
-                    }
-                    Err(e) => {
-                        untranslatable(session, ctx, &e.message).await;
-                        Outcome::default()
-                    }
-                };
-            }
-            let translator = gemini::StreamTranslator::new(response_context(ctx), include_usage);
-            let t = Box::new(GeminiToOpenAi::new(translator, keep));
-            let mut h = HeaderMap::with_capacity(16);
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            relay_stream(state, session, ctx, a, h, t).await
-        }
-        translate @ (Translate::GeminiChat { .. } | Translate::GeminiEmbeddings(_)) => {
-            let Some(body) = take_whole(state, session, ctx, a, WHOLE_BODY_LIMIT).await else {
+                send_error(session, ctx, &err).await;
                 return Outcome::default();
             };
-            let translated = if let Translate::GeminiEmbeddings(ectx) = &translate {
-                gemini::embeddings_response_with(&body, ectx)
-            } else {
-                gemini::chat_response(&body, &response_context(ctx))
-            };
-            match translated {
-                Ok((b, u)) => {
-                    ctx.usage = Some((u.prompt_tokens, u.completion_tokens));
-                    let body = Bytes::from(b);
-                    send_json(session, ctx, status, body.clone()).await;
-                    keep.then_some(body)
-                }
-                Err(e) => {
-                    untranslatable(session, ctx, &e.message).await;
-                    None
-                }
-            }
+            ctx.first_byte = ctx.upstream_done;
+            send(
+                session,
+                ctx,
+                200,
+                "text/event-stream",
+                events,
+                &[(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
+            )
+            .await;
+        } else {
+            send_json(session, ctx, status, body.clone()).await;
         }
+        return Outcome {
+            complete: keep.then_some(body),
+            input_items: answer.input_items().map(<[_]>::to_vec),
+        };
+    }
+    let mut answer = std::mem::replace(&mut a.answer, Box::new(Gone));
+    let t = answer.transform(&cx, sse, keep);
+    let complete = if answer.native() {
+        relay_as_is(state, session, ctx, a, t, sse, secrets).await
+    } else {
+        let mut h = HeaderMap::with_capacity(16);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        relay_stream(state, session, ctx, a, h, t).await
     };
-    Outcome { complete }
+    let input_items = complete
+        .as_ref()
+        .and_then(|_| answer.input_items())
+        .map(<[_]>::to_vec);
+    Outcome {
+        complete: complete.filter(|_| keep),
+        input_items,
+    }
 }
 
-/// An answer the Gemini translation could not read (garbage with a 200): a 502 whose message
+/// Stands in for an answer translation moved out of an [`Answer`] that is being read whole.
+struct Gone;
+
+impl AnswerTranslation for Gone {
+    fn native(&self) -> bool {
+        true
+    }
+    fn transform(&mut self, _: &AnswerContext<'_>, _: bool, _: bool) -> Box<dyn BodyTransform> {
+        Box::new(Verbatim::raw())
+    }
+    fn whole(&mut self, body: Bytes, _: &AnswerContext<'_>) -> Result<Whole, String> {
+        Ok(Whole { body, usage: None })
+    }
+    fn replay(&self, _: &[u8]) -> Option<Bytes> {
+        None
+    }
+    fn error(&self, _: u16, _: &[u8]) -> Option<Bytes> {
+        None
+    }
+}
+
+/// An answer the translation could not read (garbage with a 200): a 502 whose message
 /// holds no upstream text.
 async fn untranslatable(session: &mut Session, ctx: &mut Ctx, why: &str) {
+    let provider = ctx.provider.map(|p| p.name()).unwrap_or("upstream");
     let err = GatewayError::UpstreamFailed {
-        message: format!("gemini answer could not be translated: {why}"),
+        message: format!("{provider} answer could not be translated: {why}"),
     };
     send_error(session, ctx, &err).await;
 }
@@ -356,11 +341,11 @@ async fn relay_error(
     state: &State,
     session: &mut Session,
     ctx: &mut Ctx,
-    a: Answer,
+    mut a: Answer,
     secrets: &Secrets<'_>,
 ) {
     let status = a.status;
-    let translate = a.translate.clone();
+    let answer = std::mem::replace(&mut a.answer, Box::new(Gone));
     let mut h = client_headers(&a.up, secrets, 12);
     let Some(body) = take_whole(state, session, ctx, a, ERROR_BODY_LIMIT).await else {
         return;
@@ -369,12 +354,9 @@ async fn relay_error(
         Cow::Borrowed(_) => body,
         Cow::Owned(b) => Bytes::from(b),
     };
-    match translate {
-        Translate::GeminiChat { .. } | Translate::GeminiEmbeddings(_) => {
-            let openai = gemini::error_to_openai(status.as_u16(), &body);
-            send_json(session, ctx, status.as_u16(), Bytes::from(openai)).await;
-        }
-        Translate::OpenAi { .. } | Translate::Raw { .. } => {
+    match answer.error(status.as_u16(), &body) {
+        Some(translated) => send_json(session, ctx, status.as_u16(), translated).await,
+        None => {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             common_headers(&mut h, ctx);
             write_whole(session, ctx, response_header(status, h), body).await;
@@ -402,51 +384,6 @@ async fn write_whole(
         return false;
     }
     true
-}
-
-/// A whole OpenAI completion sent as the SSE stream the client asked for; a body that is no
-/// completion is a 502.
-async fn json_as_stream(
-    session: &mut Session,
-    ctx: &mut Ctx,
-    body: Bytes,
-    include_usage: bool,
-    keep: bool,
-    secrets: &Secrets<'_>,
-) -> Outcome {
-    let body: Bytes = match secrets.redact_known(&body) {
-        Cow::Borrowed(_) => body,
-        Cow::Owned(b) => Bytes::from(b),
-    };
-    let Some(sse) = crate::cache::completion_to_sse(&body, include_usage) else {
-        let err = GatewayError::UpstreamFailed {
-            message: "the upstream answered a stream request with a body that is neither an event stream nor a chat completion".into(),
-        };
-        send_error(session, ctx, &err).await;
-        return Outcome::default();
-    };
-    ctx.usage = pump::usage_of(&body);
-    ctx.first_byte = ctx.upstream_done;
-    send(
-        session,
-        ctx,
-        200,
-        "text/event-stream",
-        sse,
-        &[(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
-    )
-    .await;
-    Outcome {
-        complete: keep.then_some(body),
-    }
-}
-
-fn response_context(ctx: &Ctx) -> gemini::ResponseContext {
-    gemini::ResponseContext {
-        id: format!("chatcmpl-{}", ctx.request_id),
-        model: ctx.model.clone().unwrap_or_default(),
-        created: unix_now(),
-    }
 }
 
 /// Relays an answer with the upstream's own headers: small non-streamed answers read whole

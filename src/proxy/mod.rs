@@ -15,9 +15,10 @@
 //! was read before choosing the peer — and the model that chooses the peer is in the body.
 
 mod deliver;
-mod pump;
+pub mod pump;
 mod relay;
 pub mod respond;
+mod responses;
 
 use crate::auth::{self, AccessDenied, Caller, ClientKeys};
 use crate::cache;
@@ -29,10 +30,11 @@ use crate::routes::{self, GeminiMethod, Route};
 use crate::routing::{self, Candidate};
 use crate::state::{Runtime, State};
 use crate::strategy;
+use crate::translate::ClientApi as Op;
 use async_trait::async_trait;
 use bytes::Bytes;
+use relay::Job;
 pub use relay::MAX_ATTEMPTS;
-use relay::{Job, Op};
 use respond::{send, send_error, send_json};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -150,6 +152,10 @@ struct Head<'a> {
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
+    /// Responses API: keep the answer for `previous_response_id` (OpenAI's default: true).
+    store: Option<bool>,
+    #[serde(borrow)]
+    previous_response_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -529,6 +535,8 @@ impl Gateway {
             Route::MethodNotAllowed => Err(GatewayError::MethodNotAllowed),
             Route::ChatCompletions
             | Route::Embeddings
+            | Route::Responses
+            | Route::StoredResponse { .. }
             | Route::OpenAiPassthrough
             | Route::GeminiNative { .. } => self.proxy(&rt, session, ctx, &route).await,
         };
@@ -570,7 +578,7 @@ impl Gateway {
             Op::Chat {
                 stream: true,
                 include_usage,
-            } => match cache::completion_to_sse(&hit.body, include_usage) {
+            } => match crate::translate::replay(op, &hit.body, include_usage) {
                 Some(sse) => {
                     send(
                         session,
@@ -705,11 +713,24 @@ impl Gateway {
             (None, None)
         };
 
+        // A response the gateway minted is served from its conversation state; another id
+        // is OpenAI's and passes through.
+        if let Route::StoredResponse { id, action } = route {
+            if responses::is_minted(id) {
+                let tenant = responses::tenant(ctx, &client_keys);
+                return responses::serve_stored(&self.state, session, ctx, &tenant, id, *action)
+                    .await;
+            }
+        }
+
         let body = respond::read_body(session, cfg.server.max_body_bytes).await;
         ctx.body_read = true;
         let body = body?;
+        // Responses API: whether the answer is kept, and the conversation it continues.
+        let mut store = false;
+        let mut previous: Option<String> = None;
         let (op, needs_tree, requested_model, mut candidates, is_virtual) = match route {
-            Route::ChatCompletions | Route::Embeddings => {
+            Route::ChatCompletions | Route::Embeddings | Route::Responses => {
                 let head: Head =
                     serde_json::from_slice(&body).map_err(|e| GatewayError::BadRequest {
                         message: format!("We could not parse the JSON body of your request: {e}"),
@@ -724,17 +745,24 @@ impl Gateway {
                         param: Some("model".into()),
                     })?;
                 let resolution = routing::resolve(cfg, &model)?;
-                let op = if matches!(route, Route::Embeddings) {
-                    Op::Embeddings
-                } else {
-                    Op::Chat {
+                let op = match route {
+                    Route::Embeddings => Op::Embeddings,
+                    Route::Responses => {
+                        store = head.store.unwrap_or(true);
+                        previous = head.previous_response_id.map(Cow::into_owned);
+                        Op::Responses {
+                            stream: head.stream,
+                        }
+                    }
+                    _ => Op::Chat {
                         stream: head.stream,
                         include_usage: head.stream_options.is_some_and(|o| o.include_usage),
-                    }
+                    },
                 };
                 // The whole tree is needed to translate, rewrite the model, key the cache or
                 // estimate tokens; a plain OpenAI request with none of these is never re-parsed.
                 let needs_tree = cfg.cache.enabled
+                    || previous.is_some()
                     || access_key.is_some_and(|k| k.tpm.is_some())
                     || cfg.routing.strategy == Strategy::CostOptimized
                         && resolution.candidates.len() > 1
@@ -750,17 +778,17 @@ impl Gateway {
                     resolution.is_virtual,
                 )
             }
-            Route::OpenAiPassthrough => {
+            Route::OpenAiPassthrough | Route::StoredResponse { .. } => {
                 if cfg.provider(ProviderKind::OpenAi).is_none() {
                     return Err(GatewayError::NotFound {
                         path: path_and_query(session),
                     });
                 }
-                let only = Candidate {
-                    provider: ProviderKind::OpenAi,
-                    model: String::new(),
-                };
-                (Op::OpenAiPassthrough, false, None, vec![only], false)
+                // A body naming a model is resolved like chat's: an OpenAI model goes on
+                // (under its resolved name), one this route cannot translate to never does.
+                let (model, only) = passthrough_model(cfg, route, &body, session)?;
+                let needs_tree = model.as_ref().is_some_and(|m| *m != only.model);
+                (Op::OpenAiOther, needs_tree, model, vec![only], false)
             }
             Route::GeminiNative { model, method: gm } => {
                 if cfg.provider(ProviderKind::Gemini).is_none() {
@@ -803,6 +831,18 @@ impl Gateway {
             .filter(|_| needs_estimate)
             .map(strategy::estimate_tokens);
         order_candidates(rt, &mut candidates, estimate);
+        let tenant = matches!(op, Op::Responses { .. })
+            .then(|| responses::tenant(ctx, &client_keys))
+            .unwrap_or_default();
+        let conversation = match &previous {
+            Some(id) => responses::continuation(&self.state, &tenant, id, &mut candidates).await?,
+            None => None,
+        };
+        // A translated answer is kept for `previous_response_id` (OpenAI keeps its own).
+        let keep_state = store
+            && candidates
+                .iter()
+                .any(|c| c.provider == ProviderKind::Gemini);
 
         // A bearer key is meant for the provider of the requested model: it may follow a
         // virtual model only when all its candidates are of one provider.
@@ -891,7 +931,13 @@ impl Gateway {
         }
 
         // The cache: exact match on the canonical request, scoped to the caller.
-        let cacheable = cfg.cache.enabled && matches!(op, Op::Chat { .. } | Op::Embeddings);
+        // A Responses request is cacheable only when it neither continues nor is kept.
+        let cacheable = cfg.cache.enabled
+            && match op {
+                Op::Chat { .. } | Op::Embeddings => true,
+                Op::Responses { .. } => !store && previous.is_none(),
+                Op::OpenAiOther | Op::GeminiNative { .. } => false,
+            };
         let policy = cache::policy(cache_control.as_deref(), ttl_header.as_deref());
         let scope = cache_scope(ctx, &with_keys);
         let cache_key_for = |parsed: &Option<Value>, c: &Candidate| {
@@ -969,11 +1015,11 @@ impl Gateway {
             }
             return Err(GatewayError::Overloaded);
         };
-        let keep = primary_key.is_some() && policy.write;
+        let keep = primary_key.is_some() && policy.write || keep_state;
         // Read only now: a cache hit needs none of these.
         let req = session.req_header();
         let job = Job {
-            op,
+            api: op,
             method: req.method.clone(),
             path_and_query: path_and_query(session),
             body,
@@ -983,15 +1029,32 @@ impl Gateway {
             forward_headers: forwardable(req),
             keep,
             client_secrets: client_secrets(&client_keys, req, &cfg.security.api_key_header),
+            conversation,
+            minted_id: if keep_state || matches!(op, Op::Responses { .. }) {
+                responses::mint_id()
+            } else {
+                String::new()
+            },
         };
         let outcome = relay::run(&self.state, rt, session, ctx, &job).await;
+        if let (true, 200, Some(ProviderKind::Gemini), Some(body), Some(items)) = (
+            keep_state,
+            ctx.status,
+            ctx.provider,
+            outcome.complete.clone(),
+            outcome.input_items,
+        ) {
+            responses::keep(&self.state, &tenant, job.conversation.as_ref(), items, body).await;
+        }
 
         // Stored under the candidate that actually answered, so a failover answer is never
         // served as the primary's.
         // Only an answer that parsed as what the route returns is stored: a garbage 200 must
         // not be served again.
         if let (Some(body), true, Some(provider), Some(model)) = (
-            outcome.complete.filter(|b| is_storable(op, b)),
+            outcome
+                .complete
+                .filter(|b| primary_key.is_some() && is_storable(op, b)),
             ctx.status == 200,
             ctx.provider,
             ctx.model.clone(),
@@ -1059,6 +1122,13 @@ fn is_storable(op: Op, body: &[u8]) -> bool {
     struct Embeddings {
         data: Vec<IgnoredAny>,
     }
+    #[derive(Deserialize)]
+    struct Response<'a> {
+        #[serde(borrow)]
+        object: Cow<'a, str>,
+        #[serde(borrow)]
+        status: Cow<'a, str>,
+    }
     match op {
         Op::Chat { .. } => {
             serde_json::from_slice::<Chat>(body).is_ok_and(|c| !c.choices.is_empty())
@@ -1066,7 +1136,9 @@ fn is_storable(op: Op, body: &[u8]) -> bool {
         Op::Embeddings => {
             serde_json::from_slice::<Embeddings>(body).is_ok_and(|e| !e.data.is_empty())
         }
-        Op::OpenAiPassthrough | Op::GeminiNative { .. } => false,
+        Op::Responses { .. } => serde_json::from_slice::<Response>(body)
+            .is_ok_and(|r| r.object == "response" && r.status == "completed"),
+        Op::OpenAiOther | Op::GeminiNative { .. } => false,
     }
 }
 
@@ -1085,6 +1157,52 @@ fn client_secrets(
         out.push(v.trim().trim_start_matches("Bearer ").to_string());
     }
     out
+}
+
+/// The model an OpenAI passthrough route's JSON body names, resolved: the model as written
+/// and the one candidate (OpenAI, the resolved name). No model (or no JSON body): the route
+/// goes to OpenAI as it came. A name the gateway does not know is OpenAI's to judge (fine-
+/// tunes, older models); a Gemini or virtual model has no translation on this route: 400.
+fn passthrough_model(
+    cfg: &crate::config::Config,
+    route: &Route,
+    body: &Bytes,
+    session: &Session,
+) -> Result<(Option<String>, Candidate), GatewayError> {
+    let openai = |model: &str| Candidate {
+        provider: ProviderKind::OpenAi,
+        model: model.to_string(),
+    };
+    let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if matches!(route, Route::StoredResponse { .. }) || !looks_json {
+        return Ok((None, openai("")));
+    }
+    let Some(model) = serde_json::from_slice::<Head>(body)
+        .ok()
+        .and_then(|h| h.model)
+        .map(Cow::into_owned)
+    else {
+        return Ok((None, openai("")));
+    };
+    let resolution = match routing::resolve(cfg, &model) {
+        Ok(r) => r,
+        Err(GatewayError::ModelNotFound { .. }) => {
+            return Ok((Some(model.clone()), openai(&model)))
+        }
+        Err(e) => return Err(e),
+    };
+    match resolution.candidates.as_slice() {
+        [only] if !resolution.is_virtual && only.provider == ProviderKind::OpenAi => {
+            Ok((Some(model), only.clone()))
+        }
+        _ => Err(GatewayError::BadRequest {
+            message: format!(
+                "The route {} has no translation for `{model}`: only OpenAI models are served on it.",
+                session.req_header().uri.path()
+            ),
+            param: Some("model".into()),
+        }),
+    }
 }
 
 /// Whose answers a cache entry belongs to: tenants never see each other's answers.

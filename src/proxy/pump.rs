@@ -10,7 +10,6 @@
 use super::respond::StreamGzip;
 use super::Ctx;
 use crate::logging::targets;
-use crate::providers::gemini;
 use crate::sse::SseParser;
 use crate::state::State;
 use crate::upstream::PeerInfo;
@@ -368,6 +367,10 @@ pub struct CheckedSse {
     parser: SseParser,
     end: StreamEnd,
     ended: bool,
+    /// Keep the final response object of a Responses stream (cache, conversation state).
+    keep: bool,
+    usage: Option<(u64, u64)>,
+    complete: Option<Bytes>,
 }
 
 impl CheckedSse {
@@ -376,6 +379,41 @@ impl CheckedSse {
             parser: SseParser::new(),
             end,
             ended: false,
+            keep: false,
+            usage: None,
+            complete: None,
+        }
+    }
+
+    /// Also keeps the final `response` a Responses stream's terminal event carries.
+    pub fn keeping(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// The end event: a Responses stream's terminal event carries the whole response, with
+    /// its usage (parsed once per stream).
+    fn ended_with(&mut self, data: &[u8]) {
+        self.ended = true;
+        if self.end != StreamEnd::ResponsesTerminal {
+            return;
+        }
+        #[derive(Deserialize)]
+        struct Terminal {
+            response: Option<serde_json::Value>,
+        }
+        let Ok(Terminal {
+            response: Some(response),
+        }) = serde_json::from_slice::<Terminal>(data)
+        else {
+            return;
+        };
+        self.usage = response
+            .get("usage")
+            .and_then(|u| serde_json::from_value::<UsageFields>(u.clone()).ok())
+            .map(|u| (u.prompt_tokens, u.completion_tokens));
+        if self.keep && memchr::memmem::find(data, b"\"response.completed\"").is_some() {
+            self.complete = serde_json::to_vec(&response).ok().map(Bytes::from);
         }
     }
 }
@@ -388,7 +426,7 @@ impl BodyTransform for CheckedSse {
         self.parser.push(&chunk);
         while let Some(ev) = self.parser.next_event() {
             if self.end.is_end(&ev.data) {
-                self.ended = true;
+                self.ended_with(&ev.data);
                 break;
             }
         }
@@ -402,7 +440,7 @@ impl BodyTransform for CheckedSse {
         if !self.ended {
             while let Some(ev) = self.parser.flush() {
                 if self.end.is_end(&ev.data) {
-                    self.ended = true;
+                    self.ended_with(&ev.data);
                 }
             }
         }
@@ -423,11 +461,11 @@ impl BodyTransform for CheckedSse {
     }
 
     fn usage(&self) -> Option<(u64, u64)> {
-        None
+        self.usage
     }
 
     fn into_complete(self: Box<Self>) -> Option<Bytes> {
-        None
+        self.complete
     }
 }
 
@@ -541,18 +579,44 @@ impl BodyTransform for OpenAiSse {
     }
 }
 
-/// A Gemini stream translated to OpenAI chunks.
-pub struct GeminiToOpenAi {
-    translator: gemini::StreamTranslator,
+/// A stream translator from one API's event stream to another's: what a translating pair
+/// plugs into the pump. Bytes in, the client's bytes appended to `out`.
+pub trait StreamTranslate: Send {
+    /// Upstream bytes, split anywhere.
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>);
+    /// The upstream ended: the last events; `false` when the answer was incomplete (the
+    /// client's error event has then been written).
+    fn finish(&mut self, out: &mut Vec<u8>) -> bool;
+    /// The answer must end early: the error event in the client's dialect.
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>);
+    /// (input, output) tokens, once known.
+    fn usage(&self) -> Option<(u64, u64)>;
+    /// Upstream bytes held waiting for the end of an event.
+    fn pending_bytes(&self) -> usize;
+    /// The complete answer in the client's non-streamed form when the translator builds it
+    /// itself; `None` lets the pump assemble an OpenAI chat answer from the chunks.
+    fn complete(&self) -> Option<Bytes> {
+        None
+    }
+    /// Whether the client's stream is OpenAI chat chunks (assembled for the cache).
+    fn is_chat(&self) -> bool;
+}
+
+/// Any translated stream, through a [`StreamTranslate`].
+pub struct Translated {
+    translator: Box<dyn StreamTranslate>,
     assembled: Option<crate::cache::StreamAssembler>,
+    keep: bool,
     out: Vec<u8>,
 }
 
-impl GeminiToOpenAi {
-    pub fn new(translator: gemini::StreamTranslator, keep: bool) -> Self {
-        GeminiToOpenAi {
+impl Translated {
+    pub fn new(translator: Box<dyn StreamTranslate>, keep: bool) -> Self {
+        let assemble = keep && translator.is_chat();
+        Translated {
             translator,
-            assembled: keep.then(crate::cache::StreamAssembler::new),
+            assembled: assemble.then(crate::cache::StreamAssembler::new),
+            keep,
             out: Vec::with_capacity(4096),
         }
     }
@@ -565,7 +629,7 @@ impl GeminiToOpenAi {
     }
 }
 
-impl BodyTransform for GeminiToOpenAi {
+impl BodyTransform for Translated {
     fn push(&mut self, chunk: Bytes) -> Result<Bytes, String> {
         self.translator.push(&chunk, &mut self.out);
         if self.translator.pending_bytes() > STREAM_EVENT_LIMIT {
@@ -589,13 +653,17 @@ impl BodyTransform for GeminiToOpenAi {
     }
 
     fn usage(&self) -> Option<(u64, u64)> {
-        self.translator
-            .usage()
-            .map(|u| (u.prompt_tokens, u.completion_tokens))
+        self.translator.usage()
     }
 
     fn into_complete(self: Box<Self>) -> Option<Bytes> {
-        self.assembled.and_then(|asm| asm.finish())
+        if !self.keep {
+            return None;
+        }
+        match self.assembled {
+            Some(asm) => asm.finish(),
+            None => self.translator.complete(),
+        }
     }
 }
 
@@ -609,9 +677,10 @@ struct UsageOnly {
 
 #[derive(Deserialize)]
 struct UsageFields {
-    #[serde(default)]
+    /// Chat Completions and Embeddings say `prompt_tokens`, the Responses API `input_tokens`.
+    #[serde(default, alias = "input_tokens")]
     prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     completion_tokens: u64,
 }
 
@@ -665,6 +734,12 @@ fn is_usage_only(data: &[u8]) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn finds_usage_in_responses_objects() {
+        let body = br#"{"id":"resp_1","object":"response","output":[],"usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":0},"output_tokens":2,"total_tokens":7},"user":null}"#;
+        assert_eq!(usage_of(body), Some((5, 2)));
+    }
 
     #[test]
     fn finds_usage_in_chunks() {

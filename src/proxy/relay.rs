@@ -2,19 +2,18 @@
 //! send the buffered body over a pooled connection, fail over on errors that happened before
 //! the client saw a byte, and relay the answer chunk by chunk (translated for Gemini).
 
-use super::deliver::{self, Answer, Outcome, Translate};
-use super::pump::StreamEnd;
+use super::deliver::{self, Answer, Outcome};
 use super::respond::send_error;
 use super::Ctx;
 use crate::auth::UpstreamKey;
 use crate::config::ProviderKind;
 use crate::error::GatewayError;
 use crate::logging::targets;
-use crate::providers::gemini;
 use crate::redact::Secrets;
 use crate::routing::Candidate;
 use crate::state::{Runtime, State};
 use crate::strategy::{self, FailureKind, Next};
+use crate::translate::{self, ClientApi, ClientRequest, Conversation, UpstreamRequest};
 use crate::upstream::PeerInfo;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -32,25 +31,9 @@ pub const MAX_ATTEMPTS: u32 = 8;
 /// Error bodies read from a failed attempt are cut here.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
-/// What the client asked for, as far as the relay cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Chat {
-        stream: bool,
-        include_usage: bool,
-    },
-    Embeddings,
-    /// Other OpenAI `/v1/*` routes, forwarded unchanged.
-    OpenAiPassthrough,
-    /// Gemini native routes, forwarded unchanged; `stream` when the answer is SSE.
-    GeminiNative {
-        stream: bool,
-    },
-}
-
 /// One request to carry upstream.
 pub struct Job {
-    pub op: Op,
+    pub api: ClientApi,
     pub method: http::Method,
     /// The client's path and query (for passthrough routes).
     pub path_and_query: String,
@@ -67,161 +50,35 @@ pub struct Job {
     pub keep: bool,
     /// The client's keys and the access key it presented: redacted from upstream text.
     pub client_secrets: Vec<String>,
+    /// Responses API: the conversation a gateway-minted `previous_response_id` continues.
+    pub conversation: Option<Conversation>,
+    /// Responses API: the id a translated answer gets.
+    pub minted_id: String,
 }
 
-/// A request body and path suffix ready for one candidate.
-struct Prepared {
-    /// Appended to the peer's base path (or, for native routes, to its root).
-    suffix: String,
-    native_root: bool,
-    body: Bytes,
-    translate: Translate,
-    stream: bool,
-}
-
-fn prepare(job: &Job, cand: &Candidate) -> Result<Prepared, GatewayError> {
-    let to_400 = |e: gemini::TranslateError| GatewayError::BadRequest {
-        message: e.message,
-        param: e.param,
+/// The candidate's upstream request, from the translation registered for its pair; a pair
+/// with none is refused, never forwarded as it came.
+fn prepare(job: &Job, cand: &Candidate) -> Result<UpstreamRequest, GatewayError> {
+    let Some(translation) = translate::lookup(job.api, cand.provider) else {
+        return Err(GatewayError::BadRequest {
+            message: format!(
+                "{} cannot be served by a {} model through this route",
+                job.path_and_query.split('?').next().unwrap_or_default(),
+                cand.provider.name()
+            ),
+            param: Some("model".into()),
+        });
     };
-    match (cand.provider, job.op) {
-        (ProviderKind::OpenAi, Op::Chat { .. }) | (ProviderKind::OpenAi, Op::Embeddings) => {
-            let suffix = if matches!(job.op, Op::Embeddings) {
-                "/embeddings"
-            } else {
-                "/chat/completions"
-            };
-            // Usage is counted for streams too: ask for it when the client did not, and drop
-            // that extra chunk before it reaches the client.
-            let (stream, strip_usage) = match job.op {
-                Op::Chat {
-                    stream: true,
-                    include_usage,
-                } => (true, !include_usage),
-                _ => (false, false),
-            };
-            Ok(Prepared {
-                suffix: suffix.into(),
-                native_root: false,
-                body: with_model(job, &cand.model, strip_usage)?,
-                translate: Translate::OpenAi {
-                    stream,
-                    strip_usage,
-                },
-                stream,
-            })
-        }
-        (ProviderKind::Gemini, Op::Chat { .. }) => {
-            let parsed = job
-                .parsed
-                .as_ref()
-                .ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
-            let t = gemini::chat_request(parsed, &cand.model).map_err(to_400)?;
-            Ok(Prepared {
-                suffix: format!("/{}", gemini::chat_path(&cand.model, t.stream)),
-                native_root: false,
-                body: Bytes::from(t.body),
-                translate: Translate::GeminiChat {
-                    stream: t.stream,
-                    include_usage: t.include_usage,
-                },
-                stream: t.stream,
-            })
-        }
-        (ProviderKind::Gemini, Op::Embeddings) => {
-            let parsed = job
-                .parsed
-                .as_ref()
-                .ok_or_else(|| GatewayError::bad_request("body is not a JSON object"))?;
-            let (suffix, body) = gemini::embeddings_request(parsed, &cand.model).map_err(to_400)?;
-            let ectx = gemini::embeddings_context(parsed, &cand.model).map_err(to_400)?;
-            Ok(Prepared {
-                suffix: format!("/{suffix}"),
-                native_root: false,
-                body: Bytes::from(body),
-                translate: Translate::GeminiEmbeddings(ectx),
-                stream: false,
-            })
-        }
-        (ProviderKind::OpenAi, Op::OpenAiPassthrough) => Ok(Prepared {
-            suffix: job
-                .path_and_query
-                .strip_prefix("/v1")
-                .unwrap_or(&job.path_and_query)
-                .to_string(),
-            native_root: false,
-            body: job.body.clone(),
-            translate: Translate::Raw {
-                end: passthrough_stream_end(&job.path_and_query),
-                limit: None,
-            },
-            stream: false,
-        }),
-        (ProviderKind::Gemini, Op::GeminiNative { stream }) => Ok(Prepared {
-            suffix: strip_key_param(&job.path_and_query),
-            native_root: true,
-            body: job.body.clone(),
-            translate: Translate::Raw {
-                end: Some(StreamEnd::GeminiFinish),
-                limit: Some(super::pump::WHOLE_BODY_LIMIT),
-            },
-            stream,
-        }),
-        (_, Op::OpenAiPassthrough) | (_, Op::GeminiNative { .. }) => Err(GatewayError::NotFound {
-            path: job.path_and_query.clone(),
-        }),
-    }
-}
-
-/// How a passthrough route's event stream shows that it finished, where the API has a marker.
-fn passthrough_stream_end(path_and_query: &str) -> Option<StreamEnd> {
-    let path = path_and_query.split('?').next().unwrap_or_default();
-    match path {
-        "/v1/responses" => Some(StreamEnd::ResponsesTerminal),
-        "/v1/chat/completions" | "/v1/completions" => Some(StreamEnd::Done),
-        _ => None,
-    }
-}
-
-/// The body with `model` replaced (and usage asked for), or the original bytes when nothing
-/// changes — the common case, which costs no copy.
-fn with_model(job: &Job, model: &str, ask_usage: bool) -> Result<Bytes, GatewayError> {
-    if job.requested_model.as_deref() == Some(model) && !ask_usage {
-        return Ok(job.body.clone());
-    }
-    let mut v = match &job.parsed {
-        Some(v) => v.clone(),
-        None => serde_json::from_slice(&job.body)
-            .map_err(|e| GatewayError::bad_request(e.to_string()))?,
+    let req = ClientRequest {
+        api: job.api,
+        body: &job.body,
+        parsed: job.parsed.as_ref(),
+        requested_model: job.requested_model.as_deref(),
+        path_and_query: &job.path_and_query,
+        conversation: job.conversation.as_ref(),
+        minted_id: &job.minted_id,
     };
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("model".into(), Value::String(model.to_string()));
-        if ask_usage {
-            obj.insert(
-                "stream_options".into(),
-                serde_json::json!({"include_usage": true}),
-            );
-        }
-    }
-    serde_json::to_vec(&v)
-        .map(Bytes::from)
-        .map_err(|e| GatewayError::bad_request(e.to_string()))
-}
-
-/// Drops a `key=` query parameter: the key travels in a header upstream, never in a URL.
-fn strip_key_param(path_and_query: &str) -> String {
-    let Some((path, query)) = path_and_query.split_once('?') else {
-        return path_and_query.to_string();
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.starts_with("key=") && !p.is_empty())
-        .collect();
-    if kept.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{}", kept.join("&"))
-    }
+    translation.request(&req, &cand.model)
 }
 
 /// `/v1` or `/v1beta` at the end of a base path is the API version, which native routes carry
@@ -364,7 +221,8 @@ pub async fn run(
                                 status: status_code,
                                 peer,
                                 addr,
-                                translate: prepared.translate.clone(),
+                                answer: prepared.answer,
+                                stream: prepared.stream,
                                 timeout: provider_cfg.timeout,
                                 keep: job.keep,
                             };
@@ -454,20 +312,19 @@ fn other_peers_left(pool: &crate::upstream::ProviderPool, tried: &[SocketAddr]) 
 
 /// Why a successful answer cannot be what this route's client expects: a body that is neither
 /// JSON nor (for streams) an event stream. Passthrough routes carry any content type.
-fn unexpected_body(up: &HttpSession, prepared: &Prepared) -> Option<String> {
-    if matches!(prepared.translate, Translate::Raw { .. }) {
-        return None;
-    }
+fn unexpected_body(up: &HttpSession, prepared: &UpstreamRequest) -> Option<String> {
     let ct = up
         .response_header()
-        .and_then(|h| h.headers.get(http::header::CONTENT_TYPE))?
-        .as_bytes();
+        .and_then(|h| h.headers.get(http::header::CONTENT_TYPE))
+        .map(|v| v.as_bytes());
+    // No content type at all: left to the answer's own reading.
+    let ct = ct?;
     let media = ct.split(|b| *b == b';').next().unwrap_or_default();
     let media = media.trim_ascii();
     let json = media.eq_ignore_ascii_case(b"application/json")
         || media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json");
     let sse = media.eq_ignore_ascii_case(b"text/event-stream");
-    if json || sse && prepared.stream {
+    if prepared.answer.accepts(json, sse, prepared.stream) {
         return None;
     }
     Some(format!(
@@ -558,7 +415,7 @@ async fn send_attempt(
     state: &State,
     peer: &Arc<PeerInfo>,
     addr: SocketAddr,
-    prepared: &Prepared,
+    prepared: &UpstreamRequest,
     key: &UpstreamKey,
     job: &Job,
     timeout: Duration,
@@ -696,15 +553,5 @@ mod tests {
         assert_eq!(native_root("/v1"), "");
         assert_eq!(native_root("/proxy/v1"), "/proxy");
         assert_eq!(native_root(""), "");
-    }
-
-    #[test]
-    fn key_query_parameters_never_go_upstream() {
-        assert_eq!(
-            strip_key_param("/v1beta/models/m:generateContent?key=abc"),
-            "/v1beta/models/m:generateContent"
-        );
-        assert_eq!(strip_key_param("/x?alt=sse&key=abc"), "/x?alt=sse");
-        assert_eq!(strip_key_param("/x"), "/x");
     }
 }
