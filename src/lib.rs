@@ -15,6 +15,7 @@ pub mod logging;
 pub mod metrics;
 pub mod providers {
     pub mod gemini;
+    pub(crate) mod openai;
 }
 pub mod proxy;
 pub mod ratelimit;

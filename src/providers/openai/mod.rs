@@ -1,0 +1,3 @@
+//! OpenAI-side wire types shared by the translations into and out of other providers.
+
+pub(crate) mod wire;
