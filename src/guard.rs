@@ -344,10 +344,11 @@ impl HeaderGuard {
         if let Some(m) = crate::metrics::get() {
             m.connections_refused.with_label_values(&[reason]).inc();
         }
-        let body = format!("{{\"error\":{{\"message\":\"{status}\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}}}");
+        let body = crate::error::openai_error_body(status, "invalid_request_error", None, None);
         let answer = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            body.len(),
+            String::from_utf8_lossy(&body)
         );
         let _ = Pin::new(&mut self.inner).poll_write(cx, answer.as_bytes());
         let _ = Pin::new(&mut self.inner).poll_flush(cx);
