@@ -32,12 +32,15 @@ WORKDIR /build
 # compiles every dependency (the slow part, pingora included). This layer is
 # reused until Cargo.toml or Cargo.lock change, so editing src/ rebuilds only
 # the crate itself. benches/ comes along because a `[[bench]]` declared in
-# Cargo.toml must exist for the manifest to load; it is not compiled here.
+# Cargo.toml must exist for the manifest to load; it is not compiled here. The
+# workspace's other member, the test upstream in mock/, must load too: its
+# manifest is copied and its binary stubbed (and kept: the image never builds it).
 COPY Cargo.toml Cargo.lock ./
 COPY benches ./benches
-RUN mkdir -p src/bin \
+COPY mock/Cargo.toml ./mock/
+RUN mkdir -p src mock/src \
     && echo 'fn main() {}' > src/main.rs \
-    && echo 'fn main() {}' > src/bin/mock-provider.rs \
+    && echo 'fn main() {}' > mock/src/main.rs \
     && touch src/lib.rs \
     && cargo build --release --locked --bin llm-gateway \
     && rm -rf src

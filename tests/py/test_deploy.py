@@ -385,7 +385,7 @@ def test_docker_dependency_layer_covers_cargo_targets():
     dep_build = next(i for i in stage0 if i.keyword == "RUN" and "src/main.rs" in i.args)
     before = stage0[: stage0.index(dep_build)]
     copied = [a for i in before if i.keyword == "COPY" for a in i.args.split()[:-1]]
-    created = set(re.findall(r"(src/[\w/.-]+\.rs)", dep_build.args))
+    created = set(re.findall(r"([\w/.-]*src/[\w/.-]+\.rs)", dep_build.args))
 
     def available(path: str) -> bool:
         path = path.lstrip("./")
@@ -407,6 +407,22 @@ def test_docker_dependency_layer_covers_cargo_targets():
     build_script = manifest.get("package", {}).get("build", "build.rs")
     if isinstance(build_script, str) and (REPO / build_script).exists():
         assert available(str(build_script)), f"{build_script} must be copied before the build"
+    # Every other workspace member's manifest loads too: copied, with its targets stubbed.
+    for member in manifest.get("workspace", {}).get("members", []):
+        if member.strip("./") == "":
+            continue
+        member_toml = f"{member}/Cargo.toml"
+        assert available(member_toml), (
+            f"workspace member {member} has no manifest in the dependency layer ({member_toml})"
+        )
+        sub = tomllib.loads((REPO / member_toml).read_text())
+        bins = sub.get("bin") or [{"path": "src/main.rs"}]
+        for target in bins:
+            path = f"{member}/{target.get('path', 'src/main.rs')}"
+            assert available(path), (
+                f"workspace member {member} declares a target at {path}, which the dependency "
+                "layer neither copies nor stubs"
+            )
 
 
 # ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Adversarial suite, upstream side (issue 18): the real gateway in front of the mock provider's
-hostile mode (`src/bin/mock-provider.rs`, `action`: size, endless, trickle, garbage,
+hostile mode (`mock/src/control.rs`, `action`: size, endless, trickle, garbage,
 json_for_sse, no_done, echo_key, huge_header).
 
 Each test asserts the behaviour the issue asks for and names the item it covers. After every
