@@ -43,6 +43,7 @@ mod error;
 mod ids;
 mod request;
 mod response;
+pub mod responses;
 mod stream;
 #[cfg(test)]
 mod test_support;

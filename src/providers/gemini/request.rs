@@ -211,18 +211,23 @@ pub(crate) fn stop_sequences(v: &Value) -> Result<Vec<&str>> {
     }
 }
 
-/// OpenAI effort levels → Gemini 2.x budgets, or Gemini 3 levels (which cannot
-/// turn thinking off, so `none`/`minimal` become `low`).
+/// `reasoning_effort` → thinkingConfig (see [`thinking_config`]).
 pub(crate) fn thinking(effort: &str, model: &str) -> Result<ThinkingConfig> {
+    thinking_config(effort, model).ok_or_else(bad_effort)
+}
+
+/// OpenAI effort levels → Gemini 2.x budgets, or Gemini 3 levels (which cannot
+/// turn thinking off, so `none`/`minimal` become `low`); `None` for an unknown level.
+pub(crate) fn thinking_config(effort: &str, model: &str) -> Option<ThinkingConfig> {
     if is_gemini3(model) {
         let level = match effort {
             "none" | "minimal" | "low" => "low",
             "medium" | "high" => "high",
-            _ => return Err(bad_effort()),
+            _ => return None,
         };
-        return Ok(ThinkingConfig {
-            thinking_budget: None,
+        return Some(ThinkingConfig {
             thinking_level: Some(level),
+            ..ThinkingConfig::default()
         });
     }
     let budget = match effort {
@@ -230,7 +235,7 @@ pub(crate) fn thinking(effort: &str, model: &str) -> Result<ThinkingConfig> {
         "low" => 1024,
         "medium" => 8192,
         "high" => 24576,
-        _ => return Err(bad_effort()),
+        _ => return None,
     };
     // Pro models cannot disable thinking; 128 is their smallest budget.
     let budget = if budget == 0 && model.contains("-pro") {
@@ -238,9 +243,9 @@ pub(crate) fn thinking(effort: &str, model: &str) -> Result<ThinkingConfig> {
     } else {
         budget
     };
-    Ok(ThinkingConfig {
+    Some(ThinkingConfig {
         thinking_budget: Some(budget),
-        thinking_level: None,
+        ..ThinkingConfig::default()
     })
 }
 

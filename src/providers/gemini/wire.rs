@@ -203,13 +203,15 @@ impl GenerationConfig<'_> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ThinkingConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) thinking_budget: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) thinking_level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) include_thoughts: Option<bool>,
 }
 
 /// A string that borrows from the input unless it contains escapes
