@@ -54,9 +54,12 @@ struct Builder<'a, 's> {
     sigs: &'s Signatures,
 }
 
+/// `referable`: items an `item_reference` may name besides the history and the input
+/// (see [`super::referenced_responses`]); they are not sent unless referenced.
 pub(super) fn translate<'a>(
     input: Option<&'a Value>,
     history: &'a [Value],
+    referable: &'a [Value],
     model: &str,
 ) -> Result<Input<'a>> {
     let listed: &'a [Value] = match input {
@@ -69,7 +72,7 @@ pub(super) fn translate<'a>(
             ))
         }
     };
-    let resolved = resolve(history, listed)?;
+    let resolved = resolve(history, listed, referable)?;
     let sigs = Signatures::collect(resolved.iter().map(|(v, _)| *v));
     let mut b = Builder {
         contents: Vec::new(),
@@ -111,7 +114,11 @@ pub(super) fn translate<'a>(
 }
 
 /// History then input, with each `item_reference` replaced by the item it names.
-fn resolve<'a>(history: &'a [Value], input: &'a [Value]) -> Result<Vec<(&'a Value, Loc)>> {
+fn resolve<'a>(
+    history: &'a [Value],
+    input: &'a [Value],
+    referable: &'a [Value],
+) -> Result<Vec<(&'a Value, Loc)>> {
     let mut out: Vec<(&Value, Loc)> = history.iter().map(|v| (v, Loc::History)).collect();
     for (i, v) in input.iter().enumerate() {
         let loc = Loc::Input(i);
@@ -126,6 +133,7 @@ fn resolve<'a>(history: &'a [Value], input: &'a [Value]) -> Result<Vec<(&'a Valu
         let found = history
             .iter()
             .chain(input)
+            .chain(referable)
             .find(|c| {
                 type_of(c) != Some("item_reference")
                     && c.get("id").and_then(Value::as_str) == Some(id)

@@ -32,6 +32,8 @@ mod stream;
 mod test_support;
 
 pub use events::response_to_events;
-pub use request::{responses_request, ResponsesRequest};
+pub use request::{
+    referenced_responses, responses_request, responses_request_with, ResponsesRequest,
+};
 pub use response::{responses_response, ResponsesContext};
 pub use stream::ResponsesStreamTranslator;

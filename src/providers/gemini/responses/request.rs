@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::input::{self, Input};
 use crate::providers::gemini::error::{bad, no_param, Result};
+use crate::providers::gemini::ids::SIGNATURE_SEP;
 use crate::providers::gemini::request::{
     bool_of, chat_path, declaration, f64_of, str_of, thinking_config, tool_config, u64_of,
 };
@@ -39,6 +40,19 @@ struct Fields<'a> {
 /// `history`: earlier conversation items (from `previous_response_id`, already expanded
 /// by the caller), put before the request's own input. `model` is the bare Gemini name.
 pub fn responses_request(req: &Value, history: &[Value], model: &str) -> Result<ResponsesRequest> {
+    responses_request_with(req, history, &[], model)
+}
+
+/// Like [`responses_request`], with `referable`: output items of earlier responses that
+/// the request's `item_reference`s may name (clients such as the Vercel AI SDK replay
+/// answered items as bare references when `store` is on); only the named ones are sent.
+/// [`referenced_responses`] says which stored responses to load for them.
+pub fn responses_request_with(
+    req: &Value,
+    history: &[Value],
+    referable: &[Value],
+    model: &str,
+) -> Result<ResponsesRequest> {
     let obj = req
         .as_object()
         .ok_or_else(|| no_param("request body must be a JSON object"))?;
@@ -58,7 +72,7 @@ pub fn responses_request(req: &Value, history: &[Value], model: &str) -> Result<
         contents,
         system,
         items,
-    } = input::translate(f.input, history, model)?;
+    } = input::translate(f.input, history, referable, model)?;
     gemini.contents = contents;
     gemini.system_instruction = system_instruction(f.instructions, system)?;
     tools(f.tools, f.tool_choice, &mut gemini)?;
@@ -69,6 +83,35 @@ pub fn responses_request(req: &Value, history: &[Value], model: &str) -> Result<
         path: chat_path(model, f.stream),
         input_items: items,
     })
+}
+
+/// The response ids (`resp_…`) whose output items this request's `item_reference`s name,
+/// read from the item ids this translation mints (`rs_/msg_/fc_<id without resp_>_<n>`);
+/// each once, in order. The caller keeps those it minted and can read.
+pub fn referenced_responses(req: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    let items = req
+        .get("input")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    let refs = items
+        .filter(|i| i.get("type").and_then(Value::as_str) == Some("item_reference"))
+        .filter_map(|i| i.get("id").and_then(Value::as_str));
+    for id in refs.filter_map(response_of_item) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+fn response_of_item(item_id: &str) -> Option<String> {
+    let id = item_id.split(SIGNATURE_SEP).next().unwrap_or(item_id);
+    let (_, rest) = id.split_once('_')?;
+    let (stem, n) = rest.rsplit_once('_')?;
+    (!stem.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("resp_{stem}"))
 }
 
 fn unsupported(key: &str) -> crate::providers::gemini::TranslateError {
@@ -735,6 +778,44 @@ mod tests {
             let e = rerr_on(json!({"input":"x","reasoning":{"summary":"auto"}}), model);
             assert_eq!(e.param.as_deref(), Some("reasoning.summary"), "{model}");
         }
+    }
+
+    #[test]
+    fn item_references_to_earlier_answers() {
+        let answer = vec![
+            json!({"type":"reasoning","id":"rs_gwaa_0","summary":[]}),
+            json!({"type":"message","id":"msg_gwaa_1","role":"assistant","status":"completed",
+                "content":[{"type":"output_text","text":"Hi!","annotations":[]}]}),
+            json!({"type":"function_call","id":"fc_gwaa_2__ts__U0lH","call_id":"call_gwaa_2",
+                "name":"f","arguments":"{}","status":"completed"}),
+        ];
+        let req = json!({"input":[
+            {"role":"user","content":"hello"},
+            {"type":"item_reference","id":"msg_gwaa_1"},
+            {"type":"item_reference","id":"fc_gwaa_2__ts__U0lH"},
+            {"type":"function_call_output","call_id":"call_gwaa_2","output":"1"},
+            {"type":"item_reference","id":"msg_0123abcd"},
+            {"type":"item_reference","id":"msg_gwbb_7"}]});
+        assert_eq!(referenced_responses(&req), ["resp_gwaa", "resp_gwbb"]);
+        let req = json!({"input":[
+            {"role":"user","content":"hello"},
+            {"type":"item_reference","id":"msg_gwaa_1"},
+            {"type":"item_reference","id":"fc_gwaa_2__ts__U0lH"},
+            {"type":"function_call_output","call_id":"call_gwaa_2","output":"1"}]});
+        let t = responses_request_with(&req, &[], &answer, "gemini-3-pro-preview").unwrap();
+        let g: Value = serde_json::from_slice(&t.body).unwrap();
+        assert_eq!(
+            g["contents"][1],
+            json!({"role":"model","parts":[{"text":"Hi!"},
+                {"functionCall":{"name":"f","args":{}},"thoughtSignature":"SIG"}]}),
+            "only the named items are sent, the call with its signature"
+        );
+        assert_eq!(t.input_items[1], answer[1], "stored as the items they name");
+        assert_eq!(
+            rerr(req).param.as_deref(),
+            Some("input[1].id"),
+            "without them, a reference is unknown"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub struct ResponsesStreamTranslator {
 }
 
 impl ResponsesStreamTranslator {
+    /// One translator per answer; `cx` names the response and what it echoes.
     pub fn new(cx: ResponsesContext) -> Self {
         ResponsesStreamTranslator {
             parser: SseParser::new(),
@@ -76,6 +77,7 @@ impl ResponsesStreamTranslator {
         self.fail_with("server_error", message, out);
     }
 
+    /// The latest `usageMetadata` seen, as the gateway counts tokens.
     pub fn usage(&self) -> Option<Usage> {
         self.output.usage()
     }
