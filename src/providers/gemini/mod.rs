@@ -1,4 +1,4 @@
-//! OpenAI Chat Completions / Embeddings ⇄ native Gemini REST translation.
+//! OpenAI Chat Completions / Embeddings / Responses ⇄ native Gemini REST translation.
 //!
 //! Pure and I/O-free. Requests arrive as an already parsed `serde_json::Value`;
 //! the Gemini body is built from borrowing wire structs and serialised once.
@@ -20,11 +20,12 @@
 //! - Gemini reports no token counts for embeddings: usage is estimated as
 //!   `ceil(chars / 4)` per input unless `usageMetadata` is present.
 //!
-//! Layout: [`wire`] holds Gemini's wire types only (OpenAI's are in
-//! `providers::openai::wire`); each direction is its own module: [`request`]
+//! Layout: `wire` holds Gemini's wire types only (OpenAI's are in
+//! `providers::openai::wire`); each direction is its own module: `request`
 //! (OpenAI chat → Gemini, plus the request helpers the Responses translation
-//! shares), [`response`] (a whole answer), [`stream`] (SSE), [`embeddings`],
-//! [`error`], and [`ids`] for tool-call ids and thought signatures.
+//! shares), `response` (a whole answer), `stream` (SSE), `embeddings`,
+//! `error`, and `ids` for tool-call ids and thought signatures. The
+//! Responses API pair is the [`responses`] folder, laid out the same way.
 
 /// Fixture files under `tests/fixtures/gemini/`, for the tests of every submodule.
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl StreamTranslator {
 
     /// Upstream ended cleanly: flush, emit the usage chunk if asked, then
     /// `data: [DONE]`. Without any finishReason the stream was cut: emit an
-    /// error event, no [DONE], and return false.
+    /// error event, no `[DONE]`, and return false.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
         if self.state == StreamState::Open {
             while let Some(ev) = self.parser.flush() {
@@ -111,7 +111,7 @@ impl StreamTranslator {
         true
     }
 
-    /// Upstream failed mid-stream: emit an OpenAI-style error event, never [DONE].
+    /// Upstream failed mid-stream: emit an OpenAI-style error event, never `[DONE]`.
     pub fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
         if self.state == StreamState::Open {
             self.fail_with(message, "upstream_error", None, out);

@@ -1,10 +1,10 @@
 //! OpenAI Responses API (`/v1/responses`) ⇄ native Gemini, pure and I/O-free (SPEC §11).
 //!
-//! Directions, each its own module: [`request`] (request fields → a Gemini body) with
-//! [`input`] (input items → Gemini turns); [`output`] (Gemini parts → output items, the
-//! one state machine both answers share); [`response`] (a whole answer) and [`stream`]
-//! (SSE); [`events`] (the event writer, and replays of whole `response` objects);
-//! [`signatures`] (ids and thought signatures). OpenAI's wire types are in
+//! Directions, each its own module: `request` (request fields → a Gemini body) with
+//! `input` (input items → Gemini turns); `output` (Gemini parts → output items, the
+//! one state machine both answers share); `response` (a whole answer) and `stream`
+//! (SSE); `events` (the event writer, and replays of whole `response` objects);
+//! `signatures` (ids and thought signatures). OpenAI's wire types are in
 //! `providers::openai::responses_wire`, Gemini's in `super::wire`.
 //!
 //! Decisions not dictated by either API:
