@@ -763,6 +763,8 @@ impl Gateway {
                 // estimate tokens; a plain OpenAI request with none of these is never re-parsed.
                 let needs_tree = cfg.cache.enabled
                     || previous.is_some()
+                    || matches!(op, Op::Responses { .. })
+                        && memchr::memmem::find(&body, b"item_reference").is_some()
                     || access_key.is_some_and(|k| k.tpm.is_some())
                     || cfg.routing.strategy == Strategy::CostOptimized
                         && resolution.candidates.len() > 1
@@ -1016,6 +1018,11 @@ impl Gateway {
             return Err(GatewayError::Overloaded);
         };
         let keep = primary_key.is_some() && policy.write || keep_state;
+        let referable = if matches!(op, Op::Responses { .. }) {
+            responses::referable(&self.state, &tenant, &body, parsed.as_ref()).await
+        } else {
+            Vec::new()
+        };
         // Read only now: a cache hit needs none of these.
         let req = session.req_header();
         let job = Job {
@@ -1035,6 +1042,7 @@ impl Gateway {
             } else {
                 String::new()
             },
+            referable,
         };
         let outcome = relay::run(&self.state, rt, session, ctx, &job).await;
         if let (true, 200, Some(ProviderKind::Gemini), Some(body), Some(items)) = (

@@ -54,6 +54,8 @@ pub struct Job {
     pub conversation: Option<Conversation>,
     /// Responses API: the id a translated answer gets.
     pub minted_id: String,
+    /// Responses API: output items of this caller's stored responses the input references.
+    pub referable: Vec<Value>,
 }
 
 /// The candidate's upstream request, from the translation registered for its pair; a pair
@@ -77,6 +79,7 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<UpstreamRequest, GatewayError>
         path_and_query: &job.path_and_query,
         conversation: job.conversation.as_ref(),
         minted_id: &job.minted_id,
+        referable: &job.referable,
     };
     translation.request(&req, &cand.model)
 }

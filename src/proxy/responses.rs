@@ -67,6 +67,37 @@ pub async fn continuation(
     }))
 }
 
+/// The output items of this caller's stored responses that the request's `item_reference`s
+/// name (clients replay answered items as bare references while `store` is on). At most 16
+/// responses are read; another tenant's are unknown.
+pub async fn referable(
+    state: &State,
+    tenant: &str,
+    body: &[u8],
+    req: Option<&Value>,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Some(req) = req.filter(|_| memchr::memmem::find(body, b"item_reference").is_some()) else {
+        return out;
+    };
+    let ids = crate::providers::gemini::responses::referenced_responses(req);
+    for id in ids
+        .iter()
+        .filter(|id| conversations::is_minted(id))
+        .take(16)
+    {
+        let Some(stored) = state.conversations.get(tenant, id).await else {
+            continue;
+        };
+        if let Ok(v) = serde_json::from_slice::<Value>(&stored.response) {
+            if let Some(items) = v.get("output").and_then(Value::as_array) {
+                out.extend(items.iter().cloned());
+            }
+        }
+    }
+    out
+}
+
 /// Keeps a translated answer the gateway minted: the response as the client got it, the
 /// request's input items, and the conversation so far for the next turn.
 pub async fn keep(

@@ -10,7 +10,7 @@
 mod chat_gemini;
 mod embeddings_gemini;
 mod native;
-// TODO(seam): `mod responses_gemini;` lands with `providers::gemini::responses`.
+mod responses_gemini;
 mod responses_openai;
 
 use crate::config::ProviderKind;
@@ -61,6 +61,9 @@ pub struct ClientRequest<'a> {
     pub conversation: Option<&'a Conversation>,
     /// Responses API: the id the gateway gives an answer it translates.
     pub minted_id: &'a str,
+    /// Responses API: output items of stored responses that the input's `item_reference`s
+    /// may name.
+    pub referable: &'a [Value],
 }
 
 /// A conversation the gateway holds: what `previous_response_id` continues from.
@@ -155,8 +158,7 @@ pub fn lookup(api: ClientApi, provider: ProviderKind) -> Option<&'static dyn Tra
         (Chat { .. }, Gemini) => &chat_gemini::CHAT_GEMINI,
         (Embeddings, Gemini) => &embeddings_gemini::EMBEDDINGS_GEMINI,
         (Responses { .. }, OpenAi) => &responses_openai::RESPONSES_OPENAI,
-        // TODO(seam): (Responses, Gemini) => &responses_gemini::RESPONSES_GEMINI,
-        (Responses { .. }, Gemini) => return None,
+        (Responses { .. }, Gemini) => &responses_gemini::RESPONSES_GEMINI,
         (OpenAiOther, Gemini) | (GeminiNative { .. }, OpenAi) => return None,
     })
 }
@@ -191,7 +193,7 @@ pub(crate) fn with_model(
 pub fn replay(api: ClientApi, body: &[u8], include_usage: bool) -> Option<Bytes> {
     match api {
         ClientApi::Chat { .. } => crate::cache::completion_to_sse(body, include_usage),
-        // TODO(seam): ClientApi::Responses { .. } => responses_gemini::replay(body),
+        ClientApi::Responses { .. } => responses_gemini::replay(body),
         _ => None,
     }
 }

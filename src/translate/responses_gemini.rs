@@ -7,8 +7,8 @@ use super::{
     UpstreamRequest, Whole,
 };
 use crate::error::GatewayError;
-use crate::proxy::pump::{BodyTransform, StreamTranslate, Translated};
 use crate::providers::gemini::{self, responses};
+use crate::proxy::pump::{BodyTransform, StreamTranslate, Translated};
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -23,7 +23,8 @@ impl Translation for ResponsesGemini {
     ) -> Result<UpstreamRequest, GatewayError> {
         let body = parsed(req)?;
         let history = req.conversation.map(|c| c.items.as_slice()).unwrap_or(&[]);
-        let t = responses::responses_request(body, history, model).map_err(bad_request)?;
+        let t = responses::responses_request_with(body, history, req.referable, model)
+            .map_err(bad_request)?;
         let cx = responses::ResponsesContext::new(
             body,
             req.minted_id.to_string(),

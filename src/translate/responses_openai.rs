@@ -25,8 +25,11 @@ impl Translation for ResponsesOpenAi {
                 if let Some(conv) = req.conversation {
                     continue_here(obj, conv);
                 }
+                if !req.referable.is_empty() {
+                    resolve_references(obj, req.referable);
+                }
             },
-            req.conversation.is_some(),
+            req.conversation.is_some() || !req.referable.is_empty(),
         )?;
         Ok(UpstreamRequest {
             suffix: "/responses".into(),
@@ -68,6 +71,34 @@ fn continue_here(obj: &mut Map<String, Value>, conv: &Conversation) {
         }
     }
     obj.insert("input".into(), Value::Array(items));
+}
+
+/// Replaces `item_reference`s to items the gateway minted (OpenAI never saw them) by the
+/// items themselves, without their ids; references to OpenAI's own items stay.
+fn resolve_references(obj: &mut Map<String, Value>, referable: &[Value]) {
+    let Some(Value::Array(items)) = obj.get_mut("input") else {
+        return;
+    };
+    for item in items.iter_mut() {
+        if item.get("type").and_then(Value::as_str) != Some("item_reference") {
+            continue;
+        }
+        let id = item.get("id").and_then(Value::as_str);
+        let Some(found) = referable
+            .iter()
+            .find(|r| id.is_some() && r.get("id").and_then(Value::as_str) == id)
+        else {
+            continue;
+        };
+        let mut found = found.clone();
+        if let Some(o) = found.as_object_mut() {
+            o.remove("id");
+        }
+        *item = found;
+    }
+    items.retain(|i| {
+        i.get("type").and_then(Value::as_str) != Some("reasoning") || i.get("id").is_some()
+    });
 }
 
 #[cfg(test)]
