@@ -41,7 +41,13 @@ TOOLS = [{
         "required": [],
         "additionalProperties": False,
     },
+}, {
+    "type": "function",
+    "name": "get_time",
+    "description": "The local time in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }]
+TOOL_NAMES = ["get_weather", "get_time"]
 # 1x1 transparent PNG.
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 TEXT_EVENTS = [
@@ -295,7 +301,11 @@ def test_stream_events_are_forwarded_as_they_arrive(env, client):
 
 def check_calls(model, calls_):
     assert calls_, "a function call was expected"
-    assert all(c.name == "get_weather" for c in calls_)
+    names = [c.name for c in calls_]
+    if ROUTES[model][0] == "gemini":
+        assert names == ["get_weather", "get_weather"], "the mock Gemini calls its first function twice"
+    else:
+        assert names == TOOL_NAMES, "the mock OpenAI calls each function tool once, in parallel"
     ids = [c.call_id for c in calls_]
     assert all(ids) and len(set(ids)) == len(ids), f"call_ids must be distinct: {ids}"
     item_ids = [c.id for c in calls_]
@@ -303,6 +313,8 @@ def check_calls(model, calls_):
     args = [json.loads(c.arguments) for c in calls_]
     if ROUTES[model][0] == "gemini":
         assert args == [{"mock": True}, {"mock": True, "n": 2}]
+    else:
+        assert all(isinstance(a, dict) for a in args)
     return args
 
 
@@ -320,7 +332,7 @@ def check_gemini_tool_turns(up, model):
     for r in results:
         assert isinstance(r["response"], dict) and "temp_c" in json.dumps(r["response"]), r
     decls = up["body"]["tools"][0]["functionDeclarations"]
-    assert [d["name"] for d in decls] == ["get_weather"]
+    assert [d["name"] for d in decls] == TOOL_NAMES
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -329,8 +341,7 @@ def test_tool_round_trip_and_parallel_calls(env, client, model):
     r1 = client.responses.create(model=model, input=[question], tools=TOOLS, parallel_tool_calls=True)
     fc = function_calls(r1)
     check_calls(model, fc)
-    if ROUTES[model][0] == "gemini":
-        assert len(fc) == 2, "the mock Gemini answers two parallel calls"
+    assert len(fc) == 2, "both mocks answer two parallel calls here"
     outputs = [{"type": "function_call_output", "call_id": c.call_id, "output": TOOL_RESULT} for c in fc]
     r2 = client.responses.create(model=model, input=[question, *as_input(r1.output), *outputs], tools=TOOLS)
     assert r2.status == "completed" and not function_calls(r2)
@@ -338,10 +349,10 @@ def test_tool_round_trip_and_parallel_calls(env, client, model):
     if ROUTES[model][0] == "gemini":
         assert r2.output_text == "Mock saw tool result: get_weather"
         first = ups[0]["body"]
-        assert [d["name"] for d in first["tools"][0]["functionDeclarations"]] == ["get_weather"]
+        assert [d["name"] for d in first["tools"][0]["functionDeclarations"]] == TOOL_NAMES
         check_gemini_tool_turns(ups[1], model)
     else:
-        assert r2.output_text
+        assert r2.output_text == f"Mock saw tool result: {TOOL_RESULT[:64]}"
         assert_passthrough(env, model, ups[0], 0)
         assert_passthrough(env, model, ups[1], 1)
 
@@ -434,16 +445,50 @@ def test_reasoning_effort_on_a_model_that_does_not_think_is_400(env, client):
     assert calls(env.gm) == [] and calls(env.oa) == []
 
 
+LONG_PROMPT = " ".join(["a"] * 40)  # the mock echoes 64 characters of it: 35 words, over 16
+
+
+def gemini_cut_answer(model):
+    """What Gemini answers when `maxOutputTokens` cut the answer short."""
+    return {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "Once upon a time"}]},
+                        "finishReason": "MAX_TOKENS", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": 16, "totalTokenCount": 36},
+        "modelVersion": model, "responseId": "mock-cut",
+    }
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_small_max_output_tokens_is_incomplete(env, client, model):
-    r = client.responses.create(model=model, input="tell me a long story about the sea", max_output_tokens=16)
+    provider, upstream = ROUTES[model]
+    if provider == "gemini":
+        env.gm.faults({"status": 200, "body": gemini_cut_answer(upstream), "path_contains": ":generateContent"})
+    r = client.responses.create(model=model, input=LONG_PROMPT, max_output_tokens=16)
     assert r.status == "incomplete", r.status
     assert r.incomplete_details.reason == "max_output_tokens"
     (up,) = served(env, model, n=1)
-    if ROUTES[model][0] == "gemini":
+    if provider == "gemini":
+        assert r.output_text == "Once upon a time"
         assert up["body"]["generationConfig"]["maxOutputTokens"] == 16
     else:
         assert_passthrough(env, model, up)
+
+
+@pytest.mark.parametrize("model", [GEMINI, OPENAI])
+def test_small_max_output_tokens_streamed_ends_incomplete(env, client, model):
+    if ROUTES[model][0] == "gemini":
+        event = "data: " + json.dumps(gemini_cut_answer(model)) + "\r\n\r\n"
+        env.gm.faults({"action": "garbage", "status": 200, "body": event, "content_type": "text/event-stream",
+                       "path_contains": ":streamGenerateContent"})
+    with client.responses.stream(model=model, input=LONG_PROMPT, max_output_tokens=16) as stream:
+        events = list(stream)
+    types = [e.type for e in events]
+    assert types[-1] == "response.incomplete" and "response.completed" not in types, collapse(types)
+    last = events[-1].response
+    assert last.status == "incomplete" and last.incomplete_details.reason == "max_output_tokens"
+    (up,) = served(env, model, n=1)
+    if ROUTES[model][0] == "gemini":
+        assert up["body"]["generationConfig"]["maxOutputTokens"] == 16
 
 
 # ---------------------------------------------------------------------------------------------
