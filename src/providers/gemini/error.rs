@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 
 use super::wire::ErrorEnvelope;
-use crate::providers::openai::wire::{ErrorDetail, ErrorOut};
 
 /// Always rendered by the gateway as HTTP 400 invalid_request_error, with `param` naming the offending parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,17 +48,9 @@ pub(crate) fn error_type(status: u16) -> &'static str {
     }
 }
 
+/// Appends OpenAI's error JSON: the one writer in `crate::error`.
 pub(crate) fn write_error(out: &mut Vec<u8>, message: &str, kind: &str, code: Option<&str>) {
-    let e = ErrorOut {
-        error: ErrorDetail {
-            message,
-            kind,
-            param: None,
-            code,
-        },
-    };
-    // Serialising strings into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, &e);
+    out.extend_from_slice(&crate::error::openai_error_body(message, kind, None, code));
 }
 
 /// Gemini error body (or anything else) → OpenAI error JSON bytes; `type` from

@@ -145,20 +145,6 @@ impl Serialize for Utf8Bytes<'_> {
 }
 
 #[derive(Serialize)]
-pub(crate) struct ErrorOut<'a> {
-    pub(crate) error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-pub(crate) struct ErrorDetail<'a> {
-    pub(crate) message: &'a str,
-    #[serde(rename = "type")]
-    pub(crate) kind: &'a str,
-    pub(crate) param: Option<&'a str>,
-    pub(crate) code: Option<&'a str>,
-}
-
-#[derive(Serialize)]
 pub(crate) struct EmbeddingsOut<'a> {
     pub(crate) object: &'static str,
     pub(crate) data: Vec<EmbeddingOut>,
