@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use crate::gemini_answer::gemini_error;
 use crate::http::{json_reply, Body, Head, Reply, Request};
+use crate::responses;
 use crate::routes::{gemini_target, route, RouteOpts};
 use crate::state::{lock, ConfigPatch, State};
 
@@ -124,7 +125,7 @@ impl FaultAction {
 }
 
 impl Fault {
-    /// Whether the answer is written by [`send_shaped`] (hostile actions or shaping fields).
+    /// Whether the answer is written by [`crate::http::send_shaped`] (hostile actions or shaping fields).
     pub(crate) fn shapes(&self) -> bool {
         match self.action {
             Some(a) if !a.is_hostile() => false,
@@ -226,7 +227,9 @@ pub(crate) fn hostile_reply(
                     let end = events.iter().position(|e| contains(e, b"\"finishReason\""));
                     events.truncate(end.unwrap_or(events.len()));
                 } else {
-                    events.retain(|e| !e.starts_with(b"data: [DONE]"));
+                    events.retain(|e| {
+                        !e.starts_with(b"data: [DONE]") && !responses::is_terminal_event(e)
+                    });
                 }
             }
             reply

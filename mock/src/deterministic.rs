@@ -33,6 +33,29 @@ pub(crate) fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
 }
 
+/// The fewest tokens the fake model wants for a text answer: a `max_output_tokens` /
+/// `maxOutputTokens` below this always cuts the answer (status `incomplete`, finish reason
+/// `MAX_TOKENS`), so a test gets a truncated answer from any short prompt.
+pub(crate) const MIN_ANSWER_TOKENS: u64 = 32;
+
+/// The first `n` whitespace-separated words of `text`, spacing kept.
+pub(crate) fn first_words(text: &str, n: u64) -> &str {
+    let mut seen = 0;
+    let mut in_word = false;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            in_word = false;
+        } else if !in_word {
+            if seen == n {
+                return text[..i].trim_end();
+            }
+            seen += 1;
+            in_word = true;
+        }
+    }
+    text
+}
+
 /// Splits text into `n` pieces of roughly equal character count (fewer if the text is short).
 pub(crate) fn split_even(text: &str, n: usize) -> Vec<&str> {
     let bounds: Vec<usize> = text
@@ -220,9 +243,105 @@ pub(crate) fn fit_text(size: usize, mut skeleton: impl FnMut(u64) -> Vec<u8>) ->
     out
 }
 
+/// A deterministic value that satisfies a JSON Schema (or Gemini's OpenAPI-subset schema, whose
+/// types are upper-case): structured-output clients parse and validate what the mock answers,
+/// so a fixed `{"mock":true}` would fail them. `$ref`s resolve against the root schema.
+pub(crate) fn schema_instance(schema: &Value) -> Value {
+    instance_of(schema, schema, 0)
+}
+
+/// [`schema_instance`] of a sub-schema; `depth` bounds recursive `$ref`s.
+fn instance_of(schema: &Value, root: &Value, depth: usize) -> Value {
+    let Some(obj) = schema.as_object() else {
+        return Value::String("mock".to_owned());
+    };
+    if depth > 16 {
+        return Value::Null;
+    }
+    if let Some(c) = obj.get("const") {
+        return c.clone();
+    }
+    if let Some(first) = obj
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    if let Some(target) = obj
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|pointer| root.pointer(pointer))
+    {
+        return instance_of(target, root, depth + 1);
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(options) = obj.get(key).and_then(Value::as_array) {
+            let is_null = |o: &&Value| o.get("type").and_then(Value::as_str) == Some("null");
+            if let Some(option) = options.iter().find(|o| !is_null(o)).or(options.first()) {
+                return instance_of(option, root, depth + 1);
+            }
+        }
+    }
+    if let Some(default) = obj.get("default") {
+        return default.clone();
+    }
+    let ty = match obj.get("type") {
+        Some(Value::String(t)) => t.to_ascii_lowercase(),
+        Some(Value::Array(types)) => types
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null")
+            .to_ascii_lowercase(),
+        _ if obj.contains_key("properties") => "object".to_owned(),
+        _ if obj.contains_key("items") => "array".to_owned(),
+        _ => "string".to_owned(),
+    };
+    let min = |key: &str| obj.get(key).and_then(Value::as_u64);
+    match ty.as_str() {
+        "object" => {
+            let props = obj.get("properties").and_then(Value::as_object);
+            let fields = props
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), instance_of(v, root, depth + 1)));
+            Value::Object(fields.collect())
+        }
+        "array" => {
+            let item = obj.get("items").unwrap_or(&Value::Null);
+            let n = min("minItems").unwrap_or(1).min(16);
+            Value::Array((0..n).map(|_| instance_of(item, root, depth + 1)).collect())
+        }
+        "integer" => Value::from(obj.get("minimum").and_then(Value::as_i64).unwrap_or(1)),
+        "number" => obj.get("minimum").cloned().unwrap_or(Value::from(1)),
+        "boolean" => Value::Bool(true),
+        "null" => Value::Null,
+        _ => {
+            let text = match obj.get("format").and_then(Value::as_str) {
+                Some("date-time") => "2024-01-01T00:00:00Z",
+                Some("date") => "2024-01-01",
+                Some("time") => "00:00:00",
+                Some("email") => "mock@example.com",
+                Some("uri" | "url") => "https://example.com/mock",
+                Some("uuid") => "00000000-0000-4000-8000-000000000000",
+                _ => "mock",
+            };
+            let mut text = text.to_owned();
+            let want = usize::try_from(min("minLength").unwrap_or(0).min(4096)).unwrap_or(0);
+            while text.chars().count() < want {
+                text.push('x');
+            }
+            Value::String(text)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn split_even_respects_char_boundaries() {
@@ -234,6 +353,32 @@ mod tests {
         assert_eq!(split_even("ab", 5), vec!["a", "b"]);
         assert_eq!(split_even("", 3), vec![""]);
         assert_eq!(first64(&"é".repeat(70)).chars().count(), 64);
+    }
+
+    #[test]
+    fn schema_instances_satisfy_their_schema() {
+        let schema = json!({
+            "type": "object", "additionalProperties": false, "required": ["city", "unit", "tags", "n"],
+            "properties": {
+                "city": {"type": "string", "minLength": 6},
+                "unit": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/Unit"}]},
+                "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+                "n": {"type": ["integer", "null"], "minimum": 3},
+                "ok": {"type": "BOOLEAN"},
+            },
+            "$defs": {"Unit": {"type": "string", "enum": ["c", "f"]}},
+        });
+        assert_eq!(
+            schema_instance(&schema),
+            json!({"city": "mockxx", "unit": "c", "tags": ["mock", "mock"], "n": 3, "ok": true}),
+            "every property present, refs resolved, bounds respected"
+        );
+        let recursive = json!({"$ref": "#", "type": "object"});
+        assert_eq!(
+            schema_instance(&recursive),
+            Value::Null,
+            "a self-reference stops"
+        );
     }
 
     #[test]

@@ -5,12 +5,19 @@
 //! request and can inject faults, so tests can assert exactly what the gateway sent upstream
 //! and how it reacts to slow, failing or vanishing providers.
 //!
+//! Routes: OpenAI `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models` and
+//! the Responses API (`/v1/responses`, see [`responses`]: strict validation, stored
+//! responses, `previous_response_id`, the full streaming event sequence); Gemini
+//! `/v1beta/models/{m}:generateContent|streamGenerateContent|embedContent|batchEmbedContents|
+//! countTokens`, validated field by field as Google does ([`gemini_validate`]). Any other
+//! `/v1/*` path answers a `mock.echo` object.
+//!
 //! Control API (never recorded, never delayed):
 //! `GET /health`, `GET|DELETE /_mock/requests`, `GET /_mock/stats`, `POST /_mock/reset`,
 //! `GET|POST /_mock/config`, `GET|POST|DELETE /_mock/faults`, `POST /_mock/release`,
 //! `GET /_mock/last_body`.
 //!
-//! Faults (`POST /_mock/faults`, see [`Fault`]) apply to the next `count` requests whose path
+//! Faults (`POST /_mock/faults`, see [`control::Fault`]) apply to the next `count` requests whose path
 //! contains `path_contains`. Besides statuses, delays, drops, hangs, broken and held streams,
 //! a *hostile mode* plays the upstreams a gateway must survive, on the OpenAI and Gemini routes,
 //! streamed or not (`action`):
@@ -25,10 +32,11 @@
 //!   `text/html`); without `body`, `size_bytes` (default 1024) deterministic random bytes.
 //! - `json_for_sse`: a stream was asked, but the answer is `200 application/json` with the whole
 //!   non-streamed answer.
-//! - `no_done`: the stream's events without the end marker: OpenAI's `data: [DONE]` is left
-//!   out; Gemini's stream stops before the first chunk with a `finishReason`. `framing`:
-//!   `chunked` (default, a clean final 0-chunk) or `close` (no length, no chunking, closed after
-//!   the last event).
+//! - `no_done`: the stream's events without the end marker: OpenAI's `data: [DONE]` (or the
+//!   Responses API's `response.completed`/`response.incomplete` event) is left out; Gemini's
+//!   stream stops before the first chunk with a `finishReason`. `framing`: `chunked`
+//!   (default, a clean final 0-chunk) or `close` (no length, no chunking, closed after the
+//!   last event).
 //! - `echo_key`: `status` (default 401) with an error body quoting the request's key (bearer,
 //!   `x-goog-api-key` or `?key=`); a 401 also gets `WWW-Authenticate: Bearer realm="x",
 //!   error="invalid_token", key="<key>"`. A string `body` has `{key}` replaced instead.
@@ -52,6 +60,7 @@ mod gemini_answer;
 mod gemini_validate;
 mod http;
 mod openai;
+mod responses;
 mod routes;
 mod state;
 

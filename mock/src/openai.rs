@@ -11,12 +11,41 @@ use crate::http::{json_reply, sse_event, Reply, Request};
 use crate::routes::RouteOpts;
 use crate::state::State;
 
+/// OpenAI's error shape (`invalid_request_error`, the type of every client error).
+pub(crate) fn openai_error(
+    status: u16,
+    message: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Reply {
+    json_reply(
+        status,
+        &json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}),
+    )
+}
+
 /// OpenAI's 400 shape.
 pub(crate) fn openai_invalid(message: &str, param: Option<&str>) -> Reply {
-    json_reply(
-        400,
-        &json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}}),
-    )
+    openai_error(400, message, param, None)
+}
+
+/// Whether a name is one of OpenAI's model families (fine-tunes included): the Responses
+/// route answers anything else 404 `model_not_found`, as OpenAI does, so a gateway that
+/// forwards a Gemini or virtual model name to OpenAI is caught. The chat route keeps
+/// answering any name (its callers rely on that).
+pub(crate) fn known_openai_model(model: &str) -> bool {
+    const FAMILIES: &[&str] = &[
+        "gpt-",
+        "chatgpt-",
+        "o1",
+        "o3",
+        "o4",
+        "codex-",
+        "computer-use-",
+        "mock",
+    ];
+    let base = model.strip_prefix("ft:").unwrap_or(model);
+    FAMILIES.iter().any(|f| base.starts_with(f))
 }
 
 /// OpenAI's answer to a body that is not JSON.

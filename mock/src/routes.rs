@@ -6,6 +6,7 @@ use crate::deterministic::CREATED;
 use crate::gemini_answer::{gemini_error, gemini_route};
 use crate::http::{json_reply, percent_decode, Head, Reply, Request};
 use crate::openai::{openai_chat, openai_embeddings};
+use crate::responses;
 use crate::state::State;
 
 /// Splits `/{v1|v1beta}/models/{model}:{method}` (tolerating `models/models/x` and `%3A`).
@@ -76,6 +77,9 @@ pub(crate) fn route(state: &State, req: &Request, opts: RouteOpts) -> Reply {
     match (head.method.as_str(), head.path.as_str()) {
         ("POST", "/v1/chat/completions") => openai_chat(state, req, opts),
         ("POST", "/v1/embeddings") => openai_embeddings(req, opts),
+        (_, path) if path == "/v1/responses" || path.starts_with("/v1/responses/") => {
+            responses::route(state, req, opts)
+        }
         ("GET", "/v1/models" | "/v1beta/models") => model_list(),
         (method, path) if path.starts_with("/v1/") || path.starts_with("/v1beta/") => json_reply(
             200,

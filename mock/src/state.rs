@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::control::Fault;
 use crate::http::{Head, Request};
+use crate::responses::Store;
 use crate::Cli;
 
 /// Bodies up to this size are kept (and parsed lazily) in the request log.
@@ -114,6 +115,10 @@ pub(crate) struct State {
     pub(crate) trickle_active: AtomicI64,
     /// The last body a hostile fault sent, with its content type (`GET /_mock/last_body`).
     pub(crate) last_body: Mutex<Option<(String, Bytes)>>,
+    /// Responses API answers kept for `GET`/`previous_response_id` (`store: true`).
+    pub(crate) responses: Mutex<Store>,
+    /// Numbers every Responses API answer, so identical requests get distinct ids.
+    pub(crate) response_seq: AtomicU64,
 }
 
 /// Locks a mutex, ignoring poisoning (the data stays usable for a test double).
@@ -140,6 +145,8 @@ impl State {
             endless_bytes: AtomicU64::new(0),
             trickle_active: AtomicI64::new(0),
             last_body: Mutex::new(None),
+            responses: Mutex::new(Store::default()),
+            response_seq: AtomicU64::new(0),
         }
     }
 
@@ -212,6 +219,7 @@ impl State {
         self.client_disconnects.store(0, Ordering::Relaxed);
         self.endless_bytes.store(0, Ordering::Relaxed);
         *lock(&self.last_body) = None;
+        lock(&self.responses).clear();
         self.tuning.set(self.cli.defaults);
         self.release_all();
     }
@@ -229,6 +237,7 @@ impl State {
             "endless_active": self.endless_active.load(Ordering::Relaxed),
             "endless_bytes": self.endless_bytes.load(Ordering::Relaxed),
             "trickle_active": self.trickle_active.load(Ordering::Relaxed),
+            "responses_stored": lock(&self.responses).len(),
         })
     }
 
