@@ -4,12 +4,14 @@
 use serde_json::{json, Value};
 
 use crate::deterministic::{
-    embed_json, filler, first64, fit_text, short_hash, sized_embeddings, split_even,
-    tokens_for_chars, words, FILL_MARK, MAX_DIMENSIONS,
+    embed_json, filler, first64, first_words, fit_text, schema_instance, short_hash,
+    sized_embeddings, split_even, tokens_for_chars, words, FILL_MARK, MAX_DIMENSIONS,
+    MIN_ANSWER_TOKENS,
 };
 use crate::gemini_validate::{
-    array, at, camelize, check_signatures, expect_keys, invalid_value, is_string, object, optional,
-    required, thought_signature, validate_contents, validate_generate, validate_part,
+    array, at, camelize, check_model_config, check_signatures, expect_keys, invalid_value,
+    is_string, object, optional, required, thought_signature, validate_contents, validate_generate,
+    validate_part,
 };
 use crate::http::{json_reply, sse_event, Reply, Request};
 use crate::routes::RouteOpts;
@@ -87,6 +89,10 @@ pub(crate) struct GeminiPlan {
     pub(crate) answer: GeminiAnswer,
     pub(crate) prompt_tokens: u64,
     pub(crate) thinking: bool,
+    /// The thought part's text, with `thinkingConfig.includeThoughts: true`.
+    pub(crate) thought: Option<String>,
+    /// `STOP`, or `MAX_TOKENS` when `maxOutputTokens` cut the texts.
+    pub(crate) finish: &'static str,
     /// Candidate tokens to report instead of counting the answer's words (`size`).
     pub(crate) completion_words: Option<u64>,
 }
@@ -109,16 +115,56 @@ impl GeminiPlan {
         let has = |c: &Value, key: &str| parts_of(c).iter().any(|p| p.get(key).is_some());
         let user_text_turn =
             role_of(last) == "user" && has(last, "text") && !has(last, "functionResponse");
-        let answer = match first_function {
+        let mut answer = match first_function {
             Some(name) if user_text_turn => GeminiAnswer::Calls(gemini_calls(name, model)),
             _ => GeminiAnswer::Texts(gemini_texts(body, contents)),
         };
+        let thinking_config = body.pointer("/generationConfig/thinkingConfig");
+        // A budget of 0 switches thinking off (Gemini 2.5 Flash).
+        let thinking = thinking_config
+            .is_some_and(|c| c.get("thinkingBudget").and_then(Value::as_i64) != Some(0));
+        let thought = (thinking
+            && thinking_config.and_then(|c| c.get("includeThoughts")) == Some(&Value::Bool(true)))
+        .then(|| {
+            let last_user = contents.iter().rev().find(|c| role_of(c) == "user");
+            let text = last_user.map(gemini_text).unwrap_or_default();
+            format!("**Mock thoughts**\n\nThinking about: {}", first64(&text))
+        });
+        // Thoughts count against `maxOutputTokens`; a text wants at least MIN_ANSWER_TOKENS.
+        let mut finish = "STOP";
+        let max = body
+            .pointer("/generationConfig/maxOutputTokens")
+            .and_then(Value::as_u64);
+        if let (Some(max), GeminiAnswer::Texts(texts)) = (max, &mut answer) {
+            let left = max.saturating_sub(if thinking { THOUGHT_TOKENS } else { 0 });
+            for text in texts.iter_mut() {
+                if words(text).max(MIN_ANSWER_TOKENS) > left {
+                    finish = "MAX_TOKENS";
+                    *text = first_words(text, left).to_owned();
+                }
+            }
+        }
         GeminiPlan {
             answer,
             prompt_tokens: tokens_for_chars(gemini_prompt_chars(body)),
-            thinking: body.pointer("/generationConfig/thinkingConfig").is_some(),
+            thinking,
+            thought,
+            finish,
             completion_words: None,
         }
+    }
+
+    /// The parts of one candidate's text (the thought first where asked, on the first piece);
+    /// an empty cut text has none, as Google sends it.
+    fn text_parts(&self, text: &str, first: bool) -> Value {
+        let mut parts = Vec::new();
+        if let (true, Some(thought)) = (first, &self.thought) {
+            parts.push(json!({"text": thought, "thought": true}));
+        }
+        if !text.is_empty() || self.finish == "STOP" {
+            parts.push(json!({"text": text}));
+        }
+        Value::Array(parts)
     }
 
     /// `usageMetadata` (thinking adds 7 thought tokens, counted in the total as Google does).
@@ -128,7 +174,7 @@ impl GeminiPlan {
             (GeminiAnswer::Calls(parts), None) => parts.len() as u64,
             (GeminiAnswer::Texts(texts), None) => texts.iter().map(|t| words(t)).sum(),
         };
-        let thoughts = if self.thinking { 7 } else { 0 };
+        let thoughts = if self.thinking { THOUGHT_TOKENS } else { 0 };
         let mut usage = json!({
             "promptTokenCount": self.prompt_tokens,
             "candidatesTokenCount": completion,
@@ -140,6 +186,9 @@ impl GeminiPlan {
         usage
     }
 }
+
+/// Thought tokens the fake model spends whenever it thinks (`thoughtsTokenCount`).
+pub(crate) const THOUGHT_TOKENS: u64 = 7;
 
 /// Two parallel calls to the first declared function (signed for Gemini 3).
 pub(crate) fn gemini_calls(name: &str, model: &str) -> Vec<Value> {
@@ -168,8 +217,14 @@ pub(crate) fn gemini_texts(body: &Value, contents: &[Value]) -> Vec<String> {
         .pointer("/generationConfig/responseMimeType")
         .and_then(Value::as_str)
         == Some("application/json");
+    let schema = body
+        .pointer("/generationConfig/responseJsonSchema")
+        .or_else(|| body.pointer("/generationConfig/responseSchema"));
     let base = match (json_mode, tool_result) {
-        (true, _) => "{\"mock\":true}".to_owned(),
+        (true, _) => match schema {
+            Some(schema) => schema_instance(schema).to_string(),
+            None => "{\"mock\":true}".to_owned(),
+        },
         (false, Some(name)) => format!("Mock saw tool result: {name}"),
         (false, None) => {
             let text = last_user.map(gemini_text).unwrap_or_default();
@@ -192,11 +247,16 @@ pub(crate) fn gemini_texts(body: &Value, contents: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// One candidate object.
-pub(crate) fn gemini_candidate(parts: Value, index: usize, finished: bool) -> Value {
-    let mut c = json!({"content": {"role": "model", "parts": parts}, "index": index});
-    if let (true, Some(obj)) = (finished, c.as_object_mut()) {
-        obj.insert("finishReason".to_owned(), json!("STOP"));
+/// One candidate object (`finish` on the last one of a stream; no parts: no `parts` key).
+pub(crate) fn gemini_candidate(parts: Value, index: usize, finish: Option<&str>) -> Value {
+    let content = if parts.as_array().is_some_and(Vec::is_empty) {
+        json!({"role": "model"})
+    } else {
+        json!({"role": "model", "parts": parts})
+    };
+    let mut c = json!({"content": content, "index": index});
+    if let (Some(reason), Some(obj)) = (finish, c.as_object_mut()) {
+        obj.insert("finishReason".to_owned(), json!(reason));
     }
     c
 }
@@ -222,11 +282,18 @@ pub(crate) fn gemini_response(
 /// The complete (non-streamed) response.
 pub(crate) fn gemini_full(plan: &GeminiPlan, model: &str, id: &str) -> Value {
     let candidates = match &plan.answer {
-        GeminiAnswer::Calls(parts) => vec![gemini_candidate(json!(parts), 0, true)],
+        GeminiAnswer::Calls(parts) => {
+            let mut all = plan.text_parts("", true);
+            if let Some(all) = all.as_array_mut() {
+                all.retain(|p| p.get("thought").is_some());
+                all.extend(parts.iter().cloned());
+            }
+            vec![gemini_candidate(all, 0, Some("STOP"))]
+        }
         GeminiAnswer::Texts(texts) => texts
             .iter()
             .enumerate()
-            .map(|(i, t)| gemini_candidate(json!([{"text": t}]), i, true))
+            .map(|(i, t)| gemini_candidate(plan.text_parts(t, true), i, Some(plan.finish)))
             .collect(),
     };
     gemini_response(candidates, Some(plan.usage()), model, id)
@@ -253,7 +320,8 @@ pub(crate) fn gemini_stream_items(
                 .enumerate()
                 .filter_map(|(i, pieces)| {
                     let piece = pieces.get(k)?;
-                    Some(gemini_candidate(json!([{"text": piece}]), i, last))
+                    let finish = last.then_some(plan.finish);
+                    Some(gemini_candidate(plan.text_parts(piece, k == 0), i, finish))
                 })
                 .collect();
             gemini_response(candidates, last.then(|| plan.usage()), model, id)
@@ -299,6 +367,7 @@ pub(crate) fn gemini_generate(
     opts: RouteOpts,
 ) -> Result<Reply, String> {
     validate_generate(body, &[])?;
+    check_model_config(body, model)?;
     if model.starts_with("gemini-3") {
         check_signatures(body, model)?;
     }
@@ -540,6 +609,144 @@ mod tests {
         assert_eq!(
             plan.answer,
             GeminiAnswer::Texts(vec!["{\"mock\":true}".to_owned()])
+        );
+    }
+
+    #[test]
+    fn gemini_thinking_thoughts_and_budgets() {
+        let ask = |config: Value| json!({"contents": [{"role": "user", "parts": [{"text": "why?"}]}], "generationConfig": config});
+        let body =
+            ask(json!({"thinkingConfig": {"includeThoughts": true, "thinkingLevel": "low"}}));
+        let plan = GeminiPlan::new(&body, "gemini-3-pro-preview");
+        let full = gemini_full(&plan, "gemini-3-pro-preview", "id");
+        let parts = &full["candidates"][0]["content"]["parts"];
+        assert_eq!(
+            parts[0]["thought"], true,
+            "the thought part comes first: {parts}"
+        );
+        assert_eq!(parts[1]["text"], "Mock reply to: why?");
+        assert_eq!(full["usageMetadata"]["thoughtsTokenCount"], 7);
+        let streamed = gemini_stream_items(&plan, "gemini-3-pro-preview", "id", 3);
+        assert_eq!(
+            streamed[0]["candidates"][0]["content"]["parts"][0]["thought"],
+            true
+        );
+        assert!(streamed[1]["candidates"][0]["content"]["parts"][0]
+            .get("thought")
+            .is_none());
+        let off = GeminiPlan::new(
+            &ask(json!({"thinkingConfig": {"thinkingBudget": 0}})),
+            "gemini-2.5-flash",
+        );
+        assert!(
+            off.usage().get("thoughtsTokenCount").is_none(),
+            "budget 0: no thinking"
+        );
+        let rule = |config: Value, model: &str| check_model_config(&ask(config), model).err();
+        assert_eq!(
+            rule(
+                json!({"thinkingConfig": {"thinkingBudget": 1024}}),
+                "gemini-2.5-flash"
+            ),
+            None
+        );
+        assert_eq!(
+            rule(
+                json!({"thinkingConfig": {"thinkingLevel": "HIGH"}}),
+                "gemini-3-flash-preview"
+            ),
+            None
+        );
+        assert!(rule(
+            json!({"thinkingConfig": {"thinkingLevel": "high"}}),
+            "gemini-2.5-flash"
+        )
+        .is_some());
+        assert!(rule(
+            json!({"thinkingConfig": {"thinkingBudget": 0}}),
+            "gemini-2.5-pro"
+        )
+        .is_some());
+        assert!(rule(
+            json!({"thinkingConfig": {"thinkingBudget": 99_999}}),
+            "gemini-2.5-flash"
+        )
+        .is_some());
+        assert!(rule(
+            json!({"thinkingConfig": {"thinkingBudget": 8, "thinkingLevel": "low"}}),
+            "gemini-3-pro"
+        )
+        .is_some());
+        assert!(
+            rule(json!({"thinkingConfig": {}}), "gemini-2.0-flash").is_some(),
+            "2.0 does not think"
+        );
+        assert!(validate_generate(
+            &ask(json!({"thinkingConfig": {"thinkingLevel": "extreme"}})),
+            &[]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn gemini_json_schemas_and_token_limits() {
+        let ask = |config: Value| json!({"contents": [{"role": "user", "parts": [{"text": "tell me a story"}]}], "generationConfig": config});
+        let schema = json!({"type": "object", "properties": {"title": {"type": "string"}, "pages": {"type": "integer"}}});
+        let plan = GeminiPlan::new(
+            &ask(json!({"responseMimeType": "application/json", "responseJsonSchema": schema})),
+            "gemini-2.5-flash",
+        );
+        assert_eq!(
+            plan.answer,
+            GeminiAnswer::Texts(vec!["{\"pages\":1,\"title\":\"mock\"}".to_owned()])
+        );
+        let openapi = json!({"type": "OBJECT", "properties": {"ok": {"type": "BOOLEAN"}}});
+        let plan = GeminiPlan::new(
+            &ask(json!({"responseMimeType": "application/json", "responseSchema": openapi})),
+            "gemini-2.5-flash",
+        );
+        assert_eq!(
+            plan.answer,
+            GeminiAnswer::Texts(vec!["{\"ok\":true}".to_owned()])
+        );
+        assert!(
+            validate_generate(&ask(json!({"responseJsonSchema": {"type": "object"}})), &[])
+                .is_err(),
+            "a schema needs the JSON mime type"
+        );
+        let loose = json!({"type": "OBJECT", "additionalProperties": false});
+        assert!(validate_generate(
+            &ask(json!({"responseMimeType": "application/json", "responseSchema": loose})),
+            &[]
+        )
+        .is_err());
+        let cut = GeminiPlan::new(&ask(json!({"maxOutputTokens": 16})), "gemini-2.5-flash");
+        let full = gemini_full(&cut, "gemini-2.5-flash", "id");
+        assert_eq!(
+            full["candidates"][0]["finishReason"], "MAX_TOKENS",
+            "16 < the 32 an answer wants"
+        );
+        let roomy = GeminiPlan::new(&ask(json!({"maxOutputTokens": 64})), "gemini-2.5-flash");
+        assert_eq!(
+            gemini_full(&roomy, "gemini-2.5-flash", "id")["candidates"][0]["finishReason"],
+            "STOP"
+        );
+        let none_left = GeminiPlan::new(
+            &ask(json!({"maxOutputTokens": 7, "thinkingConfig": {}})),
+            "gemini-2.5-flash",
+        );
+        let full = gemini_full(&none_left, "gemini-2.5-flash", "id");
+        assert_eq!(
+            full["candidates"][0]["content"],
+            json!({"role": "model"}),
+            "thoughts ate the budget"
+        );
+        let items = gemini_stream_items(&cut, "gemini-2.5-flash", "id", 2);
+        assert_eq!(
+            items
+                .last()
+                .map(|i| i["candidates"][0]["finishReason"].clone()),
+            Some(json!("MAX_TOKENS"))
         );
     }
 }

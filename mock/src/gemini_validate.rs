@@ -428,6 +428,26 @@ pub(crate) fn validate_generation_config(v: &Value, loc: &str) -> Result<(), Str
     optional(obj, "responseModalities", loc, is_string_list)?;
     optional(obj, "responseMimeType", loc, is_string)?;
     optional(obj, "responseLogprobs", loc, is_bool)?;
+    // `responseSchema` is the OpenAPI subset (`responseJsonSchema` takes full JSON Schema).
+    optional(obj, "responseSchema", loc, |v, l| {
+        object(v, l, "Schema")?;
+        validate_schema(v, l)
+    })?;
+    optional(obj, "responseJsonSchema", loc, is_struct)?;
+    if obj.contains_key("responseSchema") && obj.contains_key("responseJsonSchema") {
+        return Err(format!(
+            "* GenerateContentRequest.{}: only one of response_schema and response_json_schema may be set.",
+            at(loc, "responseSchema")
+        ));
+    }
+    let mime = obj.get("responseMimeType").and_then(Value::as_str);
+    let schema = obj.contains_key("responseSchema") || obj.contains_key("responseJsonSchema");
+    if schema && !matches!(mime, Some("application/json" | "text/x.enum")) {
+        return Err(format!(
+            "* GenerateContentRequest.{}: response_mime_type must be one of [application/json, text/x.enum] when a response schema is set.",
+            at(loc, "responseMimeType")
+        ));
+    }
     optional(obj, "thinkingConfig", loc, |v, l| {
         let o = object(v, l, "ThinkingConfig")?;
         expect_keys(
@@ -437,8 +457,63 @@ pub(crate) fn validate_generation_config(v: &Value, loc: &str) -> Result<(), Str
         )?;
         optional(o, "thinkingBudget", l, is_integer)?;
         optional(o, "includeThoughts", l, is_bool)?;
-        optional(o, "thinkingLevel", l, is_string)
+        optional(o, "thinkingLevel", l, |v, l| {
+            let known = [
+                "THINKING_LEVEL_UNSPECIFIED",
+                "MINIMAL",
+                "LOW",
+                "MEDIUM",
+                "HIGH",
+            ];
+            match v.as_str() {
+                Some(s) if known.iter().any(|k| k.eq_ignore_ascii_case(s)) => Ok(()),
+                _ => Err(invalid_value(
+                    l,
+                    "type.googleapis.com/google.ai.generativelanguage.v1beta.ThinkingConfig.ThinkingLevel",
+                    v,
+                )),
+            }
+        })
     })
+}
+
+/// Model-specific rules of `generationConfig.thinkingConfig`, as Google enforces them:
+/// Gemini 2.0 and older do not think; `thinkingLevel` is Gemini 3's, `thinkingBudget` has
+/// per-model ranges on 2.5 (Pro cannot turn thinking off); never both at once.
+pub(crate) fn check_model_config(body: &Value, model: &str) -> Result<(), String> {
+    let Some(config) = body.pointer("/generationConfig/thinkingConfig") else {
+        return Ok(());
+    };
+    if model.starts_with("gemini-1") || model.starts_with("gemini-2.0") {
+        return Err("Thinking is not supported by this model.".to_owned());
+    }
+    let budget = config.get("thinkingBudget").and_then(Value::as_i64);
+    let level = config.get("thinkingLevel");
+    if budget.is_some() && level.is_some() {
+        return Err("You can only set only one of thinking budget and thinking level.".to_owned());
+    }
+    if level.is_some() && !model.starts_with("gemini-3") {
+        return Err("Thinking level is not supported for this model.".to_owned());
+    }
+    let (Some(budget), true) = (budget, model.starts_with("gemini-2.5")) else {
+        return Ok(());
+    };
+    let (off, low, high) = if model.contains("pro") {
+        (false, 128, 32_768)
+    } else if model.contains("lite") {
+        (true, 512, 24_576)
+    } else {
+        (true, 1, 24_576)
+    };
+    match budget {
+        -1 => Ok(()),
+        0 if off => Ok(()),
+        0 => Err("Budget 0 is invalid. This model only works in thinking mode.".to_owned()),
+        b if (low..=high).contains(&b) => Ok(()),
+        b => Err(format!(
+            "The thinking budget {b} is invalid. Please choose a value between {low} and {high}."
+        )),
+    }
 }
 
 /// Validates `tools`.
