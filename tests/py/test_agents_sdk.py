@@ -25,19 +25,32 @@ CLIENT_KEY = client_key()
 def env():
     e = Env()
     e.sent = []
-
-    async def record(request):
-        e.sent.append(request)
-
-    # What every Agents SDK user writes to point the default model at another base URL.
-    set_default_openai_client(openai.AsyncOpenAI(
-        base_url=e.gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30,
-        http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [record]}),
-    ), use_for_tracing=False)
-    set_default_openai_api("responses")
-    set_tracing_disabled(True)
     yield e
     e.stop()
+
+
+def run(env, main):
+    """Runs `main()` in a fresh event loop with the Agents SDK's default client on the gateway
+    (an async client's connections belong to the loop that opened them)."""
+
+    async def record(request):
+        env.sent.append(request)
+
+    async def wrapped():
+        # What every Agents SDK user writes to point the default model at another base URL.
+        client = openai.AsyncOpenAI(
+            base_url=env.gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30,
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [record]}),
+        )
+        set_default_openai_client(client, use_for_tracing=False)
+        set_default_openai_api("responses")
+        set_tracing_disabled(True)
+        try:
+            return await main()
+        finally:
+            await client.close()
+
+    return asyncio.run(wrapped())
 
 
 @pytest.fixture(autouse=True)
@@ -83,12 +96,14 @@ def test_agent_with_a_function_tool_over_two_turns(env, model):
     seen = []
     agent = weather_agent(model, seen)
 
-    first = asyncio.run(Runner.run(agent, "What is the weather in Paris?"))
-    assert first.final_output == "Mock saw tool result: get_weather"
-    assert seen == [{"mock": True, "n": 1}, {"mock": True, "n": 2}]
+    async def two_turns():
+        first = await Runner.run(agent, "What is the weather in Paris?")
+        follow_up = first.to_input_list() + [{"role": "user", "content": "And in Rome?"}]
+        return first, await Runner.run(agent, follow_up)
 
-    follow_up = first.to_input_list() + [{"role": "user", "content": "And in Rome?"}]
-    second = asyncio.run(Runner.run(agent, follow_up))
+    first, second = run(env, two_turns)
+    assert first.final_output == "Mock saw tool result: get_weather"
+    assert seen[:2] == [{"mock": True, "n": 1}, {"mock": True, "n": 2}]
     assert second.final_output == "Mock saw tool result: get_weather"
     assert len(seen) == 4, "the tool ran again on the second turn"
 
@@ -121,14 +136,14 @@ def test_streamed_agent_run(env):
     seen = []
     agent = weather_agent(GEMINI, seen)
 
-    async def run():
+    async def streamed():
         result = Runner.run_streamed(agent, "What is the weather in Oslo?")
         kinds = []
         async for event in result.stream_events():
             kinds.append(getattr(event, "type", ""))
         return result, kinds
 
-    result, kinds = asyncio.run(run())
+    result, kinds = run(env, streamed)
     assert result.final_output == "Mock saw tool result: get_weather"
     assert len(seen) == 2 and "raw_response_event" in kinds
     reqs = assert_only_gemini(env, GEMINI, CLIENT_KEY)

@@ -14,6 +14,7 @@ signature back); after function responses `Mock saw tool result: <name>`; JSON m
 `{"mock":true}`; a `thinkingConfig` adds 7 thought tokens; a stream is the text in 5 chunks.
 """
 
+import base64
 import json
 import secrets
 import time
@@ -445,30 +446,19 @@ def test_reasoning_effort_on_a_model_that_does_not_think_is_400(env, client):
     assert calls(env.gm) == [] and calls(env.oa) == []
 
 
-LONG_PROMPT = " ".join(["a"] * 40)  # the mock echoes 64 characters of it: 35 words, over 16
-
-
-def gemini_cut_answer(model):
-    """What Gemini answers when `maxOutputTokens` cut the answer short."""
-    return {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": "Once upon a time"}]},
-                        "finishReason": "MAX_TOKENS", "index": 0}],
-        "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": 16, "totalTokenCount": 36},
-        "modelVersion": model, "responseId": "mock-cut",
-    }
+LONG_PROMPT = " ".join(["a"] * 40)
+# Both mocks echo 64 characters of it (35 words) and cut the answer at the token limit.
+CUT_REPLY = " ".join(f"Mock reply to: {LONG_PROMPT[:64]}".split()[:16])
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_small_max_output_tokens_is_incomplete(env, client, model):
-    provider, upstream = ROUTES[model]
-    if provider == "gemini":
-        env.gm.faults({"status": 200, "body": gemini_cut_answer(upstream), "path_contains": ":generateContent"})
     r = client.responses.create(model=model, input=LONG_PROMPT, max_output_tokens=16)
     assert r.status == "incomplete", r.status
     assert r.incomplete_details.reason == "max_output_tokens"
     (up,) = served(env, model, n=1)
-    if provider == "gemini":
-        assert r.output_text == "Once upon a time"
+    if ROUTES[model][0] == "gemini":
+        assert r.output_text == CUT_REPLY
         assert up["body"]["generationConfig"]["maxOutputTokens"] == 16
     else:
         assert_passthrough(env, model, up)
@@ -476,10 +466,6 @@ def test_small_max_output_tokens_is_incomplete(env, client, model):
 
 @pytest.mark.parametrize("model", [GEMINI, OPENAI])
 def test_small_max_output_tokens_streamed_ends_incomplete(env, client, model):
-    if ROUTES[model][0] == "gemini":
-        event = "data: " + json.dumps(gemini_cut_answer(model)) + "\r\n\r\n"
-        env.gm.faults({"action": "garbage", "status": 200, "body": event, "content_type": "text/event-stream",
-                       "path_contains": ":streamGenerateContent"})
     with client.responses.stream(model=model, input=LONG_PROMPT, max_output_tokens=16) as stream:
         events = list(stream)
     types = [e.type for e in events]
@@ -488,6 +474,7 @@ def test_small_max_output_tokens_streamed_ends_incomplete(env, client, model):
     assert last.status == "incomplete" and last.incomplete_details.reason == "max_output_tokens"
     (up,) = served(env, model, n=1)
     if ROUTES[model][0] == "gemini":
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == CUT_REPLY
         assert up["body"]["generationConfig"]["maxOutputTokens"] == 16
 
 
@@ -807,3 +794,295 @@ def test_access_log_names_the_route_provider_model_and_tokens(env, client):
     rec = recs[0]
     assert (rec["route"], rec["status"], rec["provider"], rec["model"], rec["attempts"]) == ("responses", 200, "gemini", GEMINI, 1)
     assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] > 0
+    metrics = requests.get(env.gw.url + "/metrics", timeout=5).text
+    assert any('route="responses"' in line and "gateway_requests_total" in line for line in metrics.splitlines())
+
+
+# ---------------------------------------------------------------------------------------------
+# More of §11's translation: signatures without stored state, thoughts, tool_choice, parameters
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("replay", ["all-items", "calls-only"])
+def test_gemini3_signatures_survive_a_stateless_round_trip(env, client, replay):
+    """store=false with encrypted reasoning (the zero-retention pattern): the client carries the
+    signature back in the items it replays, with no state on the gateway."""
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    r1 = client.responses.create(model=GEMINI3, input=[question], tools=TOOLS, store=False,
+                                 include=["reasoning.encrypted_content"])
+    fc = function_calls(r1)
+    check_calls(GEMINI3, fc)
+    replayed = r1.output if replay == "all-items" else fc
+    outputs = [{"type": "function_call_output", "call_id": c.call_id, "output": TOOL_RESULT} for c in fc]
+    r2 = client.responses.create(model=GEMINI3, input=[question, *as_input(replayed), *outputs], tools=TOOLS,
+                                 store=False, include=["reasoning.encrypted_content"])
+    assert r2.output_text == "Mock saw tool result: get_weather"
+    ups = served(env, GEMINI3, n=2)
+    check_gemini_tool_turns(ups[1], GEMINI3)
+    sig = [p for p in parts(ups[0]["body"]["contents"][0]) if "thoughtSignature" in p]
+    assert sig == [], "the first request had nothing to sign"
+
+
+def test_reasoning_summary_returns_gemini_thoughts(env, client):
+    r = client.responses.create(model=GEMINI, input="why is the sky blue",
+                                reasoning={"effort": "low", "summary": "auto"})
+    (up,) = served(env, GEMINI, n=1)
+    assert up["body"]["generationConfig"]["thinkingConfig"].get("includeThoughts") is True
+    reasoning = [o for o in r.output if o.type == "reasoning"]
+    assert len(reasoning) == 1 and r.output[0].type == "reasoning", [o.type for o in r.output]
+    summary = " ".join(s.text for s in reasoning[0].summary)
+    assert "Thinking about: why is the sky blue" in summary
+    assert r.output_text == "Mock reply to: why is the sky blue", "thoughts stay out of the answer text"
+    assert r.usage.output_tokens_details.reasoning_tokens == 7
+
+
+@pytest.mark.parametrize("choice,mode,names", [
+    ("auto", "AUTO", None),
+    ("required", "ANY", None),
+    ("none", "NONE", None),
+    ({"type": "function", "name": "get_time"}, "ANY", ["get_time"]),
+], ids=["auto", "required", "none", "forced"])
+def test_tool_choice_reaches_gemini_tool_config(env, client, choice, mode, names):
+    client.responses.create(model=GEMINI, input="What time is it in Rome?", tools=TOOLS, tool_choice=choice)
+    (up,) = served(env, GEMINI, n=1)
+    fcc = up["body"].get("toolConfig", {}).get("functionCallingConfig", {"mode": "AUTO"})
+    assert fcc.get("mode", "AUTO") == mode, fcc
+    assert fcc.get("allowedFunctionNames") == names, fcc
+
+
+def test_sampling_json_mode_and_metadata(env, client):
+    r = client.responses.create(model=GEMINI, input="Reply in JSON.", temperature=0.25, top_p=0.5,
+                                text={"format": {"type": "json_object"}}, metadata={"team": "search"}, user="user-42")
+    assert json.loads(r.output_text) == {"mock": True}
+    assert r.metadata == {"team": "search"}
+    assert r.temperature == 0.25 and r.top_p == 0.5
+    assert client.responses.retrieve(r.id).metadata == {"team": "search"}
+    (up,) = served(env, GEMINI, n=1)
+    gc = up["body"]["generationConfig"]
+    assert (gc["temperature"], gc["topP"], gc["responseMimeType"]) == (0.25, 0.5, "application/json")
+    assert "search" not in json.dumps(up["body"]), "metadata is the gateway's, not Gemini's"
+
+
+def test_input_file_reaches_gemini_inline(env, client):
+    pdf = base64.b64encode(b"%PDF-1.4\n% mock\n").decode()
+    content = [{"type": "input_text", "text": "Summarize the file."},
+               {"type": "input_file", "filename": "a.pdf", "file_data": f"data:application/pdf;base64,{pdf}"}]
+    r = client.responses.create(model=GEMINI, input=[{"role": "user", "content": content}])
+    assert r.output_text == "Mock reply to: Summarize the file."
+    (up,) = served(env, GEMINI, n=1)
+    inline = [p["inlineData"] for p in parts(up["body"]["contents"][0]) if "inlineData" in p]
+    assert inline == [{"mimeType": "application/pdf", "data": pdf}]
+
+
+def test_delete_answers_openai_shape(env, client):
+    r = client.responses.create(model=GEMINI, input="delete me")
+    d = requests.delete(f"{env.gw.url}/v1/responses/{r.id}", headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10)
+    assert d.status_code == 200, d.text
+    assert d.json()["id"] == r.id and d.json()["deleted"] is True
+    err = openai_error(requests.get(f"{env.gw.url}/v1/responses/{r.id}", headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10), 404)
+    assert err["type"] == "invalid_request_error"
+
+
+def test_a_virtual_model_fails_over_before_the_first_event_of_a_stream(env, client):
+    env.gm.faults({"status": 503, "count": -1})
+    with client.responses.stream(model=MIXED, input="stream fail over") as s:
+        events = list(s)
+        final = s.get_final_response()
+    assert collapse([e.type for e in events]) == TEXT_EVENTS
+    assert final.output_text == "Mock reply to: stream fail over"
+    (o,) = calls(env.oa)
+    assert o["body"]["model"] == OPENAI and o["body"]["stream"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache, rate limit and state expiry on this route
+# ---------------------------------------------------------------------------------------------
+
+def post_responses(gw, body, key=CLIENT_KEY):
+    return requests.post(gw.url + "/v1/responses", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+
+def test_cache_serves_store_false_only_and_per_caller(env, start_gateway):
+    cfg = json.loads(json.dumps(env.cfg))
+    cfg["cache"] = {"enabled": True, "ttl": 60, "max_size": 100}
+    g = start_gateway(cfg)
+    body = {"model": GEMINI, "input": "cache me", "store": False}
+    first, second = post_responses(g, body), post_responses(g, body)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert [first.headers["x-gateway-cache"], second.headers["x-gateway-cache"]] == ["MISS", "HIT"]
+    assert second.json()["output"] == first.json()["output"]
+    assert len(calls(env.gm)) == 1
+    other = post_responses(g, body, key=client_key())
+    assert other.headers["x-gateway-cache"] == "MISS", "another caller never gets this caller's answer"
+    assert len(calls(env.gm)) == 2
+    # Stored answers are not cached: each one is its own response, continuable by its id.
+    stored = [post_responses(g, {"model": GEMINI, "input": "keep me"}) for _ in range(2)]
+    assert all(r.status_code == 200 and r.headers["x-gateway-cache"] != "HIT" for r in stored)
+    assert stored[0].json()["id"] != stored[1].json()["id"]
+    assert len(calls(env.gm)) == 4
+    assert calls(env.oa) == []
+
+
+def test_rate_limit_applies_to_responses(env, start_gateway):
+    cfg = json.loads(json.dumps(env.cfg))
+    cfg["security"] = {"rate_limit_rpm": 3}
+    g = start_gateway(cfg)
+    codes = [post_responses(g, {"model": GEMINI, "input": f"n{i}"}) for i in range(4)]
+    assert [r.status_code for r in codes] == [200, 200, 200, 429], [r.status_code for r in codes]
+    err = openai_error(codes[3], 429)
+    assert int(codes[3].headers["retry-after"]) >= 1, err
+    assert len(calls(env.gm)) == 3
+
+
+def test_expired_responses_are_gone(env, start_gateway):
+    cfg = json.loads(json.dumps(env.cfg))
+    cfg["responses"] = {"store_ttl": 1}
+    g = start_gateway(cfg)
+    c = sdk_client(g, CLIENT_KEY)
+    r = c.responses.create(model=GEMINI, input="short-lived")
+    assert c.responses.retrieve(r.id).id == r.id
+    time.sleep(2.2)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(r.id)
+    with pytest.raises(openai.BadRequestError) as e:
+        c.responses.create(model=GEMINI, previous_response_id=r.id, input="still there?")
+    assert e.value.code == "previous_response_not_found"
+    assert len(calls(env.gm)) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# What teams moving their agents over run into
+# ---------------------------------------------------------------------------------------------
+
+def test_stream_of_multibyte_text_assembles_and_is_stored(env, client):
+    text = "héllo wörld, 日本語のテキスト 🚀🚀 ünïcödé"
+    with client.responses.stream(model=GEMINI, input=text) as s:
+        events = list(s)
+        final = s.get_final_response()
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == final.output_text == expected_reply(GEMINI, text[:64])
+    # A streamed answer is stored like any other.
+    got = client.responses.retrieve(final.id)
+    assert got.output_text == final.output_text and got.status == "completed"
+    assert [i.content[0].text for i in client.responses.input_items.list(final.id).data] == [text]
+
+
+def test_input_items_pagination(env, client):
+    items = [{"role": "user", "content": f"item {i}"} for i in range(5)]
+    r = client.responses.create(model=GEMINI, input=items)
+    page = client.responses.input_items.list(r.id, limit=2, order="asc")
+    assert [i.content[0].text for i in page.data] == ["item 0", "item 1"]
+    assert page.has_more is True
+    every = [i.content[0].text for i in client.responses.input_items.list(r.id, limit=2, order="asc")]
+    assert every == [f"item {i}" for i in range(5)], "auto-pagination (after=last_id) walks every item"
+    ids = [i.id for i in client.responses.input_items.list(r.id, limit=10).data]
+    assert all(ids) and len(set(ids)) == 5
+
+
+@pytest.mark.parametrize("field,value", [
+    ("background", True),
+    ("prompt", {"id": "pmpt_123", "version": "2"}),
+    ("conversation", "conv_123"),
+], ids=["background", "prompt", "conversation"])
+def test_untranslatable_parameters_are_a_400_naming_them(env, field, value):
+    r = post_responses(env.gw, {"model": GEMINI, "input": "x", field: value})
+    err = openai_error(r, 400)
+    assert field in f"{err['param']} {err['message']}", err
+    assert calls(env.gm) == [] and calls(env.oa) == []
+
+
+class Leg(BaseModel):
+    city: str
+    days: int
+
+
+class Trip(BaseModel):
+    name: str
+    legs: list[Leg]
+    budget: float | None = None
+
+
+def test_parse_a_nested_pydantic_model(env, client):
+    r = client.responses.parse(model=GEMINI, input="Plan a trip as JSON.", text_format=Trip)
+    assert isinstance(r.output_parsed, Trip) and r.output_parsed.legs and isinstance(r.output_parsed.legs[0], Leg)
+    (up,) = served(env, GEMINI, n=1)
+    schema = up["body"]["generationConfig"]["responseJsonSchema"]
+    assert set(schema["properties"]) == {"name", "legs", "budget"}
+
+
+def test_function_call_output_as_content_parts(env, client):
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    r1 = client.responses.create(model=GEMINI, input=[question], tools=TOOLS)
+    fc = function_calls(r1)
+    outputs = [{"type": "function_call_output", "call_id": c.call_id,
+                "output": [{"type": "input_text", "text": f"sunny {i}"}]} for i, c in enumerate(fc)]
+    r2 = client.responses.create(model=GEMINI, input=[question, *as_input(r1.output), *outputs], tools=TOOLS)
+    assert r2.output_text == "Mock saw tool result: get_weather"
+    up = served(env, GEMINI, n=2)[1]
+    results = [p["functionResponse"] for p in parts(up["body"]["contents"][-1]) if "functionResponse" in p]
+    assert "sunny 0" in json.dumps(results[0]) and "sunny 1" in json.dumps(results[1])
+
+
+def gemini_answer(finish, text="partial", **extra):
+    cand = {"index": 0, "finishReason": finish}
+    if text is not None:
+        cand["content"] = {"role": "model", "parts": [{"text": text}]}
+    return {"candidates": [cand], "modelVersion": GEMINI, "responseId": "mock-x",
+            "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 3, "totalTokenCount": 15,
+                              "cachedContentTokenCount": 5}, **extra}
+
+
+def test_a_safety_stop_is_incomplete_content_filter(env, client):
+    env.gm.faults({"status": 200, "body": gemini_answer("SAFETY", text=None), "path_contains": ":generateContent"})
+    r = client.responses.create(model=GEMINI, input="something unsafe")
+    assert r.status == "incomplete" and r.incomplete_details.reason == "content_filter"
+    assert r.usage.input_tokens_details.cached_tokens == 5
+    event = "data: " + json.dumps(gemini_answer("SAFETY", text="par")) + "\r\n\r\n"
+    env.gm.faults({"action": "garbage", "status": 200, "body": event, "content_type": "text/event-stream",
+                   "path_contains": ":streamGenerateContent"})
+    with client.responses.stream(model=GEMINI, input="something unsafe") as s:
+        events = list(s)
+    assert events[-1].type == "response.incomplete", collapse([e.type for e in events])
+    assert events[-1].response.incomplete_details.reason == "content_filter"
+
+
+def test_cached_tokens_are_reported(env, client):
+    env.gm.faults({"status": 200, "body": gemini_answer("STOP", text="cached answer"), "path_contains": ":generateContent"})
+    r = client.responses.create(model=GEMINI, input="long shared prefix")
+    assert r.status == "completed" and r.output_text == "cached answer"
+    assert r.usage.input_tokens == 12 and r.usage.output_tokens == 3
+    assert r.usage.input_tokens_details.cached_tokens == 5
+
+
+def test_branching_from_one_response(env, client):
+    root = client.responses.create(model=GEMINI, input="Pick a colour.")
+    a = client.responses.create(model=GEMINI, previous_response_id=root.id, input="Branch A")
+    b = client.responses.create(model=GEMINI, previous_response_id=root.id, input="Branch B")
+    tail = client.responses.create(model=GEMINI, previous_response_id=b.id, input="After B")
+    ups = served(env, GEMINI, n=4)
+    assert turns(ups[1])[-1] == ("user", ["Branch A"]) and len(ups[1]["body"]["contents"]) == 3
+    assert turns(ups[2])[-1] == ("user", ["Branch B"]) and len(ups[2]["body"]["contents"]) == 3
+    assert "Branch A" not in json.dumps(ups[3]["body"]), "branch B never sees branch A"
+    assert [t for t, _ in turns(ups[3])] == ["user", "model", "user", "model", "user"]
+    assert len({root.id, a.id, b.id, tail.id}) == 4
+
+
+def test_concurrent_conversations(env, client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def converse(i):
+        r1 = client.responses.create(model=GEMINI, input=f"conversation {i}")
+        r2 = client.responses.create(model=GEMINI, previous_response_id=r1.id, input=f"more {i}")
+        return r1, r2
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(converse, range(16)))
+    ids = [r.id for pair in results for r in pair]
+    assert len(set(ids)) == 32
+    for i, (_, r2) in enumerate(results):
+        assert r2.output_text == f"Mock reply to: more {i}"
+    for up in calls(env.gm):
+        contents = up["body"]["contents"]
+        if len(contents) == 3:  # a second turn carries its own first turn, no other conversation's
+            i = texts(contents[2])[0].split()[-1]
+            assert texts(contents[0]) == [f"conversation {i}"], contents
+    assert len(calls(env.gm)) == 32
