@@ -149,7 +149,12 @@ pub fn classify(method: &str, path: &str) -> Route {
         if let Some(rest) = path.strip_prefix(prefix) {
             if let Some((model, method_name)) = rest.rsplit_once(':') {
                 if let Some(m) = GeminiMethod::parse(method_name) {
-                    if model.is_empty() || model.contains('/') {
+                    // `provider/model` (`openai/gpt-4o-mini`) is one name; deeper paths are not.
+                    let valid = match model.split_once('/') {
+                        None => !model.is_empty(),
+                        Some((p, m)) => !p.is_empty() && !m.is_empty() && !m.contains('/'),
+                    };
+                    if !valid {
                         return Route::NotFound;
                     }
                     return simple(
@@ -230,6 +235,21 @@ mod tests {
                 model: "text-embedding-004".into(),
                 method: GeminiMethod::EmbedContent
             }
+        );
+        assert_eq!(
+            classify("POST", "/v1beta/models/openai/gpt-4o-mini:generateContent"),
+            Route::GeminiNative {
+                model: "openai/gpt-4o-mini".into(),
+                method: GeminiMethod::GenerateContent
+            }
+        );
+        assert_eq!(
+            classify("POST", "/v1beta/models/a/b/c:generateContent"),
+            Route::NotFound
+        );
+        assert_eq!(
+            classify("POST", "/v1beta/models/openai/:generateContent"),
+            Route::NotFound
         );
         assert_eq!(
             classify("OPTIONS", "/v1/chat/completions"),

@@ -268,7 +268,7 @@ pub async fn deliver(
                 session,
                 ctx,
                 200,
-                "text/event-stream",
+                answer.stream_content_type(),
                 events,
                 &[(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
             )
@@ -289,7 +289,7 @@ pub async fn deliver(
         let mut h = HeaderMap::with_capacity(16);
         h.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
+            HeaderValue::from_static(answer.stream_content_type()),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         relay_stream(state, session, ctx, a, h, t).await

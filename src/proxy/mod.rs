@@ -793,17 +793,53 @@ impl Gateway {
                 (Op::OpenAiOther, needs_tree, model, vec![only], false)
             }
             Route::GeminiNative { model, method: gm } => {
-                if cfg.provider(ProviderKind::Gemini).is_none() {
-                    return Err(GatewayError::ModelNotFound {
-                        model: model.clone(),
-                    });
-                }
-                let stream = *gm == GeminiMethod::StreamGenerateContent;
-                let only = Candidate {
-                    provider: ProviderKind::Gemini,
-                    model: model.clone(),
+                // Resolved like chat (SPEC §12); a bare name no rule knows still goes to
+                // Gemini as it is when Gemini is configured (its catalog is larger than ours).
+                let resolution = match routing::resolve(cfg, model) {
+                    Ok(r) => r,
+                    Err(GatewayError::ModelNotFound { .. })
+                        if cfg.provider(ProviderKind::Gemini).is_some() && !model.contains('/') =>
+                    {
+                        routing::Resolution {
+                            candidates: vec![Candidate {
+                                provider: ProviderKind::Gemini,
+                                model: model.clone(),
+                            }],
+                            is_virtual: false,
+                        }
+                    }
+                    Err(e) => return Err(e),
                 };
-                (Op::GeminiNative { stream }, false, None, vec![only], false)
+                let mut candidates = resolution.candidates;
+                if *gm == GeminiMethod::CountTokens {
+                    // OpenAI has no counting endpoint: an OpenAI model's count is the
+                    // gateway's estimate, answered here; only Gemini can count for Gemini.
+                    if let Some(first) = candidates
+                        .first()
+                        .filter(|c| c.provider == ProviderKind::OpenAi)
+                    {
+                        let tree: Value = serde_json::from_slice(&body)
+                            .map_err(|e| GatewayError::bad_request(e.to_string()))?;
+                        let answer =
+                            crate::providers::openai::from_gemini::count_tokens(&tree)
+                                .map_err(crate::translate::bad_request)?;
+                        ctx.model = Some(first.model.clone());
+                        send_json(session, ctx, 200, Bytes::from(answer)).await;
+                        return Ok(());
+                    }
+                    candidates.retain(|c| c.provider == ProviderKind::Gemini);
+                }
+                // Translating for OpenAI needs the tree; Gemini's passthrough never parses.
+                let needs_tree = candidates
+                    .iter()
+                    .any(|c| c.provider == ProviderKind::OpenAi);
+                (
+                    Op::GeminiNative { method: *gm },
+                    needs_tree,
+                    Some(model.clone()),
+                    candidates,
+                    resolution.is_virtual,
+                )
             }
             _ => {
                 return Err(GatewayError::NotFound {

@@ -153,7 +153,8 @@ pub async fn send_json(session: &mut Session, ctx: &mut Ctx, status: u16, body: 
     send(session, ctx, status, "application/json", body, &[]).await
 }
 
-/// Answers with an OpenAI-shaped error.
+/// Answers with an OpenAI-shaped error — or Google's on Gemini's native routes, whose
+/// clients (google-genai) read only that shape.
 pub async fn send_error(session: &mut Session, ctx: &mut Ctx, err: &GatewayError) {
     ctx.error = Some(err.label());
     let mut extra = Vec::new();
@@ -164,15 +165,15 @@ pub async fn send_error(session: &mut Session, ctx: &mut Ctx, err: &GatewayError
         // The rest of the body was never read: this connection cannot carry another request.
         session.set_keepalive(None);
     }
-    send(
-        session,
-        ctx,
-        err.status(),
-        "application/json",
-        err.body(),
-        &extra,
-    )
-    .await
+    let body = if ctx.route.starts_with("gemini_") {
+        Bytes::from(crate::providers::openai::from_gemini::google_error(
+            err.status(),
+            &err.message(),
+        ))
+    } else {
+        err.body()
+    };
+    send(session, ctx, err.status(), "application/json", body, &extra).await
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes. A body that arrives in

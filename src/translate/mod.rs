@@ -9,6 +9,7 @@
 
 mod chat_gemini;
 mod embeddings_gemini;
+mod gemini_openai;
 mod native;
 mod responses_gemini;
 mod responses_openai;
@@ -30,17 +31,18 @@ pub enum ClientApi {
     Responses { stream: bool },
     /// Any other OpenAI `/v1/*` route, forwarded unchanged.
     OpenAiOther,
-    /// Gemini's native routes, forwarded unchanged; `stream` when the answer is SSE.
-    GeminiNative { stream: bool },
+    /// Gemini's native routes: forwarded unchanged to Gemini, translated for OpenAI models.
+    GeminiNative { method: crate::routes::GeminiMethod },
 }
 
 impl ClientApi {
     /// Whether the client asked for an event stream.
     pub fn stream(self) -> bool {
         match self {
-            ClientApi::Chat { stream, .. }
-            | ClientApi::Responses { stream }
-            | ClientApi::GeminiNative { stream } => stream,
+            ClientApi::Chat { stream, .. } | ClientApi::Responses { stream } => stream,
+            ClientApi::GeminiNative { method } => {
+                method == crate::routes::GeminiMethod::StreamGenerateContent
+            }
             ClientApi::Embeddings | ClientApi::OpenAiOther => false,
         }
     }
@@ -130,6 +132,11 @@ pub trait AnswerTranslation: Send + Sync {
     fn reads_whole(&self, sse: bool, stream: bool) -> bool {
         !self.native() && (!stream || !sse)
     }
+    /// The content type of the client's stream when the gateway writes the headers itself
+    /// (Gemini's JSON-array framing is `application/json`).
+    fn stream_content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
     /// Whether the upstream's 2xx content type is one this translation can read (`json`:
     /// JSON; `sse`: an event stream). Passthrough routes carry any type.
     fn accepts(&self, json: bool, sse: bool, stream: bool) -> bool {
@@ -155,11 +162,12 @@ pub fn lookup(api: ClientApi, provider: ProviderKind) -> Option<&'static dyn Tra
         (Chat { .. } | Embeddings, OpenAi) => &native::OPENAI_CHAT,
         (OpenAiOther, OpenAi) => &native::OPENAI_OTHER,
         (GeminiNative { .. }, Gemini) => &native::GEMINI_NATIVE,
+        (GeminiNative { .. }, OpenAi) => &gemini_openai::GEMINI_OPENAI,
         (Chat { .. }, Gemini) => &chat_gemini::CHAT_GEMINI,
         (Embeddings, Gemini) => &embeddings_gemini::EMBEDDINGS_GEMINI,
         (Responses { .. }, OpenAi) => &responses_openai::RESPONSES_OPENAI,
         (Responses { .. }, Gemini) => &responses_gemini::RESPONSES_GEMINI,
-        (OpenAiOther, Gemini) | (GeminiNative { .. }, OpenAi) => return None,
+        (OpenAiOther, Gemini) => return None,
     })
 }
 
@@ -234,16 +242,14 @@ mod tests {
             },
             ClientApi::Embeddings,
             ClientApi::Responses { stream: true },
+            ClientApi::GeminiNative {
+                method: crate::routes::GeminiMethod::GenerateContent,
+            },
         ] {
             for p in [ProviderKind::OpenAi, ProviderKind::Gemini] {
                 assert!(lookup(api, p).is_some(), "{api:?} × {p:?}");
             }
         }
         assert!(lookup(ClientApi::OpenAiOther, ProviderKind::Gemini).is_none());
-        assert!(lookup(
-            ClientApi::GeminiNative { stream: false },
-            ProviderKind::OpenAi
-        )
-        .is_none());
     }
 }

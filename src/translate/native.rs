@@ -103,10 +103,10 @@ impl Translation for GeminiNative {
     fn request(
         &self,
         req: &ClientRequest<'_>,
-        _model: &str,
+        model: &str,
     ) -> Result<UpstreamRequest, GatewayError> {
         Ok(UpstreamRequest {
-            suffix: strip_key_param(req.path_and_query),
+            suffix: with_path_model(strip_key_param(req.path_and_query), model),
             native_root: true,
             body: req.body.clone(),
             stream: req.api.stream(),
@@ -228,9 +228,49 @@ pub(crate) fn strip_key_param(path_and_query: &str) -> String {
     }
 }
 
+/// The native path naming `model`: unchanged (no copy) when the client already named it,
+/// else the `models/{m}` segment replaced — a virtual model's or `gemini/…` candidate must
+/// reach Gemini under its own name.
+fn with_path_model(path_and_query: String, model: &str) -> String {
+    let (path, query) = match path_and_query.find('?') {
+        Some(q) => path_and_query.split_at(q),
+        None => (path_and_query.as_str(), ""),
+    };
+    let Some(start) = path.find("/models/").map(|i| i + "/models/".len()) else {
+        return path_and_query;
+    };
+    let Some(end) = path.rfind(':').filter(|e| *e > start) else {
+        return path_and_query;
+    };
+    if &path[start..end] == model {
+        return path_and_query;
+    }
+    format!("{}{model}{}{query}", &path[..start], &path[end..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_candidate_reaches_gemini_under_its_own_model() {
+        let same = "/v1beta/models/gemini-2.0-flash:generateContent".to_string();
+        assert_eq!(with_path_model(same.clone(), "gemini-2.0-flash"), same);
+        assert_eq!(
+            with_path_model(
+                "/v1beta/models/smart:streamGenerateContent?alt=sse".into(),
+                "gemini-2.5-pro"
+            ),
+            "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(
+            with_path_model(
+                "/v1/models/gemini/gemini-2.0-flash:countTokens".into(),
+                "gemini-2.0-flash"
+            ),
+            "/v1/models/gemini-2.0-flash:countTokens"
+        );
+    }
 
     #[test]
     fn key_query_parameters_never_go_upstream() {
