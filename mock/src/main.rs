@@ -5,7 +5,8 @@
 //! request and can inject faults, so tests can assert exactly what the gateway sent upstream
 //! and how it reacts to slow, failing or vanishing providers.
 //!
-//! Routes: OpenAI `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models` and
+//! Routes: OpenAI `POST /v1/chat/completions` and `POST /v1/embeddings` (validated field by
+//! field as OpenAI does, [`openai_validate`]), `GET /v1/models` and
 //! the Responses API (`/v1/responses`, see [`responses`]: strict validation, stored
 //! responses, `previous_response_id`, the full streaming event sequence); Gemini
 //! `/v1beta/models/{m}:generateContent|streamGenerateContent|embedContent|batchEmbedContents|
@@ -60,6 +61,7 @@ mod gemini_answer;
 mod gemini_validate;
 mod http;
 mod openai;
+mod openai_validate;
 mod responses;
 mod routes;
 mod state;

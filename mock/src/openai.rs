@@ -8,6 +8,7 @@ use crate::deterministic::{
     tokens_for_chars, words, CREATED, FILL_MARK, MAX_DIMENSIONS,
 };
 use crate::http::{json_reply, sse_event, Reply, Request};
+use crate::openai_validate::{validate_chat, validate_embeddings};
 use crate::routes::RouteOpts;
 use crate::state::State;
 
@@ -183,6 +184,11 @@ pub(crate) fn openai_chat(state: &State, req: &Request, opts: RouteOpts) -> Repl
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
         return openai_bad_json();
     };
+    if let Some(obj) = body.as_object() {
+        if let Err(e) = validate_chat(obj) {
+            return openai_error(400, &e.message, Some(&e.param), Some(e.code));
+        }
+    }
     let mut plan = match chat_plan(&body) {
         Ok(plan) => plan,
         Err((param, message)) => return openai_invalid(&message, param),
@@ -320,6 +326,11 @@ pub(crate) fn openai_embeddings(req: &Request, opts: RouteOpts) -> Reply {
     let Some(model) = body.get("model").and_then(Value::as_str) else {
         return openai_invalid("you must provide a model parameter", Some("model"));
     };
+    if let Some(obj) = body.as_object() {
+        if let Err(e) = validate_embeddings(obj) {
+            return openai_error(400, &e.message, Some(&e.param), Some(e.code));
+        }
+    }
     let Some(inputs) = embedding_inputs(body.get("input")) else {
         return openai_invalid(
             "'input' must be a string, an array of strings, or an array of token arrays.",
