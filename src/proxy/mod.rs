@@ -820,9 +820,8 @@ impl Gateway {
                     {
                         let tree: Value = serde_json::from_slice(&body)
                             .map_err(|e| GatewayError::bad_request(e.to_string()))?;
-                        let answer =
-                            crate::providers::openai::from_gemini::count_tokens(&tree)
-                                .map_err(crate::translate::bad_request)?;
+                        let answer = crate::providers::openai::from_gemini::count_tokens(&tree)
+                            .map_err(crate::translate::bad_request)?;
                         ctx.model = Some(first.model.clone());
                         send_json(session, ctx, 200, Bytes::from(answer)).await;
                         return Ok(());
