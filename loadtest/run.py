@@ -10,14 +10,22 @@ below it. Cache hits are compared with Pingora answering the same body and doing
 from wrk (Debian's `wrk` package); streaming latency and concurrent streams from small Python
 clients. CPU time per request is read from /proc for each serving process.
 
+The OpenAI Responses API on a Gemini model (`POST /v1/responses`, translated to
+`generateContent`) is compared with the stock passthrough carrying a Gemini request of the same
+byte size to the mock's own `generateContent`, and its streaming time to the first event with a
+direct `streamGenerateContent?alt=sse` call to the mock.
+
     python3 loadtest/run.py                 # full run (~6 min + soak), writes loadtest/RESULTS.md
     python3 loadtest/run.py --quick         # shorter runs, for a smoke check
+    python3 loadtest/run.py --duration 5 --rounds 5 --results FILE   # more rounds, written elsewhere
+    python3 loadtest/run.py --only responses --rounds 7               # the Responses-on-Gemini rows only
 
 Everything targets 127.0.0.1 and stops by itself.
 """
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -160,30 +168,112 @@ http {{
     return p, port
 
 
-def ttfb_samples(port, body, n):
-    """Time to the first SSE event, sequential requests on one kept-alive connection (ms)."""
+def read_response(s, on_body=None):
+    """Reads one HTTP/1.1 response from socket `s` (Content-Length or chunked); calls
+    `on_body(body_so_far)` after each piece of body received. Returns (status, body)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit("connection closed before the response head")
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    status = int(head.split(b" ", 2)[1])
+    headers = head.lower()
+    body = b""
+
+    def more():
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit("stream closed early")
+        return chunk
+
+    if b"transfer-encoding: chunked" in headers:
+        while True:
+            while b"\r\n" not in rest:
+                rest += more()
+            size_line, rest = rest.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            while len(rest) < size + 2:
+                if on_body and size and len(rest) > 0:
+                    on_body(body + rest[:size])
+                rest += more()
+            if size == 0:
+                # Trailers are not used here: the zero chunk is followed by the blank line.
+                return status, body
+            body += rest[:size]
+            rest = rest[size + 2:]
+            if on_body:
+                on_body(body)
+    m = re.search(rb"content-length:\s*(\d+)", headers)
+    length = int(m.group(1)) if m else 0
+    body = rest
+    while len(body) < length:
+        if on_body:
+            on_body(body)
+        body += more()
+    if on_body:
+        on_body(body)
+    return status, body
+
+
+def ttfb_samples(port, body, n, path="/v1/chat/completions"):
+    """Time to the first SSE event (the first body bytes holding a `data: ` line), sequential
+    requests on one kept-alive connection (ms). Every answer must be a 200 and read to its end."""
     data = json.dumps(body).encode()
-    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data)) + data
+    req = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(data))) + data
     out = []
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     for _ in range(n):
+        first = []
+
+        def seen(b):
+            if not first and b"data: " in b:
+                first.append(time.perf_counter())
+
         t0 = time.perf_counter()
         s.sendall(req)
-        buf, first = b"", None
-        while b"data: [DONE]" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise SystemExit("stream closed early")
-            if first is None and b"data: " in buf + chunk:
-                first = time.perf_counter()
-            buf += chunk
-        # Consume the terminating zero-size chunk of the chunked encoding.
-        while not buf.endswith(b"0\r\n\r\n"):
-            buf += s.recv(65536)
-        out.append((first - t0) * 1000)
+        status, got = read_response(s, seen)
+        if status != 200 or not first:
+            raise SystemExit(f"streaming {path} on port {port}: status {status}, body {got[:300]!r}")
+        out.append((first[0] - t0) * 1000)
     s.close()
     return out
+
+
+def pct(xs, q):
+    """The q-quantile (0..1) of xs, nearest rank."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+def sized(make, size):
+    """make(text) is a request body; pads its text with dots until the JSON (as wrk and the
+    samplers send it: json.dumps) is exactly `size` bytes, so that bodies of different APIs
+    compare at the same request size."""
+    text = "Say hello to the load test."
+    while len(json.dumps(make(text)).encode()) < size:
+        text += "."
+    if len(json.dumps(make(text)).encode()) != size:
+        raise SystemExit(f"cannot size the body to {size} bytes")
+    return make(text)
+
+
+def check_answer(port, path, body, want):
+    """One request before the runs: a 200 whose body holds `want` (else the figures would
+    measure an error path)."""
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            got = r.read()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        got, status = e.read(), e.code
+    if status != 200 or want not in got:
+        raise SystemExit(f"POST {path} on port {port}: status {status}, body {got[:300]!r}")
 
 
 def concurrent_streams(port, n, body):
@@ -215,6 +305,51 @@ def concurrent_streams(port, n, body):
     return sum(asyncio.run(main()))
 
 
+GEM_GENERATE = "/v1beta/models/gemini-2.0-flash:generateContent"
+GEM_STREAM = "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+
+
+class ResponsesBodies:
+    """The Responses API on a Gemini model and the Gemini request the stock passthrough carries
+    to the mock instead: every non-stream body is the chat request's size."""
+
+    def __init__(self, chat):
+        self.size = len(json.dumps(chat).encode())
+        self.resp = sized(lambda t: {"model": "gemini-2.0-flash", "input": t, "store": False}, self.size)
+        self.resp_stored = sized(lambda t: {"model": "gemini-2.0-flash", "input": t, "store": True}, self.size)
+        self.gem_native = sized(lambda t: {"contents": [{"role": "user", "parts": [{"text": t}]}]}, self.size)
+        # The streaming bodies are longer ("stream": true): their own common size.
+        self.stream_size = len(json.dumps({"model": "gemini-2.0-flash", "input": "Say hello to the load test.", "store": False, "stream": True}).encode())
+        self.resp_stream = sized(lambda t: {"model": "gemini-2.0-flash", "input": t, "store": False, "stream": True}, self.stream_size)
+        self.resp_stream_stored = sized(lambda t: {"model": "gemini-2.0-flash", "input": t, "stream": True}, self.stream_size)
+        self.gem_native_stream = sized(lambda t: {"contents": [{"role": "user", "parts": [{"text": t}]}]}, self.stream_size)
+
+
+def ttfe_batches(mock_port, pt_port, gw_port, gw_st_port, b, batches=6, n=100):
+    """The Responses stream on a Gemini model against the mock's own Gemini stream, in
+    alternating batches so that a slow spell of the VM is shared."""
+    ttfe = {"direct": [], "passthrough": [], "gateway": [], "gateway, store true": []}
+    for _ in range(batches):
+        ttfe["direct"] += ttfb_samples(mock_port, b.gem_native_stream, n, GEM_STREAM)
+        ttfe["passthrough"] += ttfb_samples(pt_port, b.gem_native_stream, n, GEM_STREAM)
+        ttfe["gateway"] += ttfb_samples(gw_port, b.resp_stream, n, "/v1/responses")
+        ttfe["gateway, store true"] += ttfb_samples(gw_st_port, b.resp_stream_stored, n, "/v1/responses")
+    return ttfe
+
+
+def responses_lines(results, ttfe, b):
+    """The summary lines of issue 13's Responses targets."""
+    p50 = statistics.median
+    pt_gem = results["plain Pingora passthrough, Gemini `generateContent`"]
+    rs_off, rs_on = results["gateway, Responses route (Gemini), store false"], results["gateway, Responses route (Gemini), store true"]
+    bad = "; **non-2xx answers in the run: not a valid figure**" if rs_off["non2xx"] or rs_on["non2xx"] or pt_gem["non2xx"] else ""
+    td, tp, tg, tgs = ttfe["direct"], ttfe["passthrough"], ttfe["gateway"], ttfe["gateway, store true"]
+    return [
+        f"| Responses route (Gemini) throughput | {rs_off['rps'] / pt_gem['rps']:.0%} of passthrough (store false, {rs_off['rps']:.0f} vs {pt_gem['rps']:.0f} req/s, CPU {rs_off['cpu_us']:.1f} vs {pt_gem['cpu_us']:.1f} µs/req: the stock passthrough carrying a {b.size}-byte Gemini `generateContent` request, the Responses body {b.size} bytes too; store true: {rs_on['rps'] / pt_gem['rps']:.0%}, {rs_on['cpu_us']:.1f} µs/req){bad} | target ≥ 85% |",
+        f"| Responses route (Gemini) streaming TTFE, p50 / p99 ({len(tg)} sequential requests each, {b.stream_size}-byte bodies) | direct `streamGenerateContent?alt=sse` {p50(td):.3f} / {pct(td, 0.99):.3f} ms, passthrough {p50(tp):.3f} / {pct(tp, 0.99):.3f} ms, gateway `/v1/responses` stream {p50(tg):.3f} / {pct(tg, 0.99):.3f} ms (store true: {p50(tgs):.3f} / {pct(tgs, 0.99):.3f} ms): added p50 {p50(tg) - p50(td):.3f} ms (store true {p50(tgs) - p50(td):.3f} ms) | target ≤ 0.3 ms |",
+    ]
+
+
 def gateway_config(mock_port, cache, log_level="warn"):
     return f"""
 server: {{ host: 127.0.0.1, max_concurrent_requests: 4096 }}
@@ -239,6 +374,68 @@ def start_gateway(mock_port, cache, tmp, log_level="warn"):
     return g, port
 
 
+def responses_scenarios(mock_port, mock_pid, pt_port, pt_pid, gw_port, gw_pid, gw_st_port, gw_st_pid, b):
+    return [
+        ("direct call to the mock, Gemini `generateContent`", mock_port, GEM_GENERATE, b.gem_native, mock_pid),
+        ("plain Pingora passthrough, Gemini `generateContent`", pt_port, GEM_GENERATE, b.gem_native, pt_pid),
+        ("gateway, Responses route (Gemini), store false", gw_port, "/v1/responses", b.resp, gw_pid),
+        ("gateway, Responses route (Gemini), store true", gw_st_port, "/v1/responses", b.resp_stored, gw_st_pid),
+    ]
+
+
+def responses_only(args):
+    """`--only responses`: the four Responses-on-Gemini rows in alternating rounds and the
+    streaming TTFE, for iterating on that path (the full run has them too)."""
+    tmp = tempfile.mkdtemp(prefix="loadtest-")
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the load test."}]}
+    b = ResponsesBodies(chat)
+    mock_port, pt_port = free_port(), free_port()
+    mock = Proc([str(RELEASE / "mock-provider"), "--port", str(mock_port)], LOAD_CPU)
+    wait_port(mock_port)
+    passthrough = Proc([str(RELEASE / "examples" / "passthrough"), f"127.0.0.1:{pt_port}", f"127.0.0.1:{mock_port}"], PROXY_CPU)
+    wait_port(pt_port)
+    gw, gw_port = start_gateway(mock_port, cache=False, tmp=tmp)
+    gw_st, gw_st_port = start_gateway(mock_port, cache=False, tmp=tmp)
+    d, c = args.duration, args.connections
+    try:
+        scenarios = responses_scenarios(mock_port, mock.p.pid, pt_port, passthrough.p.pid, gw_port, gw.p.pid, gw_st_port, gw_st.p.pid, b)
+        check_answer(pt_port, GEM_GENERATE, b.gem_native, b'"candidates"')
+        check_answer(gw_port, "/v1/responses", b.resp, b'"object":"response"')
+        check_answer(gw_st_port, "/v1/responses", b.resp_stored, b'"object":"response"')
+        runs = {name: [] for name, *_ in scenarios}
+        for _name, port, path, body, _pid in scenarios:
+            wrk(f"http://127.0.0.1:{port}{path}", body, 1, c)
+        for _ in range(args.rounds):
+            for name, port, path, body, pid in scenarios:
+                runs[name].append(wrk(f"http://127.0.0.1:{port}{path}", body, d, c, pid=pid))
+        results = {name: median_run(rs) for name, rs in runs.items()}
+        subprocess.run(["curl", "-s", "-X", "POST", f"http://127.0.0.1:{mock_port}/_mock/config", "-d", '{"chunks":20}'], capture_output=True)
+        ttfe = ttfe_batches(mock_port, pt_port, gw_port, gw_st_port, b)
+        stored_rss = rss_kb(gw_st.p.pid)
+    finally:
+        gw.stop()
+        gw_st.stop()
+        passthrough.stop()
+        mock.stop()
+    pt = results["plain Pingora passthrough, Gemini `generateContent`"]
+    lines = ["# Load test results: Responses API on a Gemini model\n"]
+    lines.append(f"Command: `python3 loadtest/run.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}; {os.cpu_count()} vCPU, wrk -t1 -c{c} -d{d}s, medians of {args.rounds} alternating round(s), proxies pinned to CPU {PROXY_CPU}, mock and wrk to CPU {LOAD_CPU}, release build; every request body {b.size} bytes.\n")
+    lines.append("| scenario | req/s | p50 ms | p90 ms | p99 ms | CPU µs/req | vs passthrough (Gemini) | non-2xx | req/s of each round |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, r in results.items():
+        each = " / ".join(f"{x['rps']:.0f}" for x in runs[name])
+        lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['cpu_us']:.1f} | {r['rps'] / pt['rps']:.0%} | {r['non2xx']} | {each} |")
+    lines.append("")
+    lines.append("| measure | value | compared with |")
+    lines.append("|---|---|---|")
+    lines.extend(responses_lines(results, ttfe, b))
+    lines.append(f"| RSS of the store-true instance afterwards (`max_stored` 10,000 kept) | {stored_rss / 1024:.1f} MB | |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.results:
+        Path(args.results).write_text(text)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk scenario")
@@ -248,6 +445,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the throughput scenarios (medians reported)")
     ap.add_argument("--quick", action="store_true", help="3 s scenarios, 1 round, 30 s soak, 200 streams")
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--results", help="file to write (default: loadtest/RESULTS.md, or RESULTS-quick.md with --quick)")
+    ap.add_argument("--only", choices=("responses",), help="only the Responses-on-Gemini scenarios and their targets (printed; written with --results)")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.rounds, args.soak, args.streams = 3, 1, 30, 200
@@ -261,10 +460,16 @@ def main():
     except (ValueError, OSError):
         pass
 
+    if args.only == "responses":
+        return responses_only(args)
+
     tmp = tempfile.mkdtemp(prefix="loadtest-")
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the load test."}]}
     gem = {**chat, "model": "gemini-2.0-flash"}
     stream20 = {**chat, "stream": True}
+    b = ResponsesBodies(chat)
+    size, resp, resp_stored, gem_native = b.size, b.resp, b.resp_stored, b.gem_native  # noqa: F841
+    gem_generate = GEM_GENERATE
     rows, notes = [], []
     mock_port = free_port()
     mock = Proc([str(RELEASE / "mock-provider"), "--port", str(mock_port)], LOAD_CPU)
@@ -277,28 +482,37 @@ def main():
     wait_port(pt_port)
     wait_port(ptm_port)
     gw, gw_port = start_gateway(mock_port, cache=False, tmp=tmp)
+    # A second instance takes the stored (store: true) Responses traffic, so the RSS figures of
+    # the first are not those of 10,000 kept conversations.
+    gw_st, gw_st_port = start_gateway(mock_port, cache=False, tmp=tmp)
     idle_rss = rss_kb(gw.p.pid)
     d, c = args.duration, args.connections
     try:
-        url = lambda port: f"http://127.0.0.1:{port}/v1/chat/completions"
+        url = lambda port, path: f"http://127.0.0.1:{port}{path}"
+        chat_path = "/v1/chat/completions"
         scenarios = [
-            ("direct call to the mock", mock_port, chat, mock.p.pid),
-            ("plain Pingora passthrough", pt_port, chat, passthrough.p.pid),
-            ("plain Pingora passthrough, gateway's allocator and runtime", ptm_port, chat, passthrough_mi.p.pid),
-            ("gateway, OpenAI route", gw_port, chat, gw.p.pid),
-            ("gateway, Gemini-translated route", gw_port, gem, gw.p.pid),
+            ("direct call to the mock", mock_port, chat_path, chat, mock.p.pid),
+            ("plain Pingora passthrough", pt_port, chat_path, chat, passthrough.p.pid),
+            ("plain Pingora passthrough, gateway's allocator and runtime", ptm_port, chat_path, chat, passthrough_mi.p.pid),
+            ("gateway, OpenAI route", gw_port, chat_path, chat, gw.p.pid),
+            ("gateway, Gemini-translated route", gw_port, chat_path, gem, gw.p.pid),
+            *responses_scenarios(mock_port, mock.p.pid, pt_port, passthrough.p.pid, gw_port, gw.p.pid, gw_st_port, gw_st.p.pid, b),
         ]
+        check_answer(pt_port, gem_generate, gem_native, b'"candidates"')
+        check_answer(gw_port, "/v1/responses", resp, b'"object":"response"')
+        check_answer(gw_st_port, "/v1/responses", resp_stored, b'"object":"response"')
         runs = {name: [] for name, *_ in scenarios}
-        for _name, port, body, _pid in scenarios:  # warm-up: pools, allocator arenas
-            wrk(url(port), body, 1, c)
+        for _name, port, path, body, _pid in scenarios:  # warm-up: pools, allocator arenas
+            wrk(url(port, path), body, 1, c)
         for _ in range(args.rounds):
-            for name, port, body, pid in scenarios:
-                runs[name].append(wrk(url(port), body, d, c, pid=pid))
+            for name, port, path, body, pid in scenarios:
+                runs[name].append(wrk(url(port, path), body, d, c, pid=pid))
         results = {name: median_run(rs) for name, rs in runs.items()}
         rows.extend(results.items())
         direct, pt, ptm = results["direct call to the mock"], results["plain Pingora passthrough"], results["plain Pingora passthrough, gateway's allocator and runtime"]
         oa, gm = results["gateway, OpenAI route"], results["gateway, Gemini-translated route"]
         gw_rss_peak = rss_kb(gw.p.pid, "VmHWM")
+        stored_rss = rss_kb(gw_st.p.pid)
 
         # Latency at equal load: every connection paced so the offered load is about half
         # the stock passthrough's maximum, below every proxy's saturation, so p99 shows what
@@ -306,8 +520,8 @@ def main():
         pace_ms = max(1, round(c * 1000 / (0.5 * pt["rps"])))
         paced_runs = {name: [] for name, *_ in scenarios}
         for _ in range(args.rounds):
-            for name, port, body, pid in scenarios:
-                paced_runs[name].append(wrk(url(port), body, d, c, pid=pid, pace_ms=pace_ms))
+            for name, port, path, body, pid in scenarios:
+                paced_runs[name].append(wrk(url(port, path), body, d, c, pid=pid, pace_ms=pace_ms))
         paced = {name: median_run(rs) for name, rs in paced_runs.items()}
 
         # Streaming: 20-chunk answers, time to first event, sequential (no queueing).
@@ -315,6 +529,7 @@ def main():
         ttfb_direct = ttfb_samples(mock_port, stream20, 300)
         ttfb_gw = ttfb_samples(gw_port, stream20, 300)
         ttfb_pt = ttfb_samples(pt_port, stream20, 300)
+        ttfe = ttfe_batches(mock_port, pt_port, gw_port, gw_st_port, b)
 
         # Concurrent open streams on one core: each stream lasts ~1 s.
         subprocess.run(["curl", "-s", "-X", "POST", f"http://127.0.0.1:{mock_port}/_mock/config", "-d", '{"chunks":20,"chunk_delay_ms":50}'], capture_output=True)
@@ -323,6 +538,7 @@ def main():
         subprocess.run(["curl", "-s", "-X", "POST", f"http://127.0.0.1:{mock_port}/_mock/reset"], capture_output=True)
     finally:
         gw.stop()
+        gw_st.stop()
 
     # The same OpenAI route with the access log on (one JSON line per request, to /dev/null).
     lg, lg_port = start_gateway(mock_port, cache=False, tmp=tmp, log_level="info")
@@ -386,6 +602,7 @@ def main():
     lines.append(f"Command: `python3 loadtest/run.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}; wrk -t1 -c{c} -d{d}s, medians of {args.rounds} alternating round(s), proxies pinned to CPU {PROXY_CPU}, mock and wrk to CPU {LOAD_CPU}, release build. "
                  "CPU µs/req is the serving process's user+system time over the run divided by the requests it answered (the proxies saturate CPU 0, so throughput is its inverse).\n")
     lines.append("Saturation: 32 connections as fast as each server answers (closed loop), so a proxy slower than the mock queues and its p99 includes that queue.\n")
+    lines.append(f"Every request body is {size} bytes. The rows naming Gemini `generateContent` send a Gemini request to the mock's own endpoint (directly and through the stock passthrough); the Responses rows send `POST /v1/responses` on `gemini-2.0-flash`, which the gateway translates to `generateContent` and back, and compare with the passthrough's `generateContent` row in the summary (the columns below compare every row with the chat rows).\n")
     lines.append("| scenario | req/s | p50 ms | p90 ms | p99 ms | added p99 vs direct ms | CPU µs/req | vs passthrough | vs passthrough (gateway's allocator, runtime) | non-2xx |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
@@ -406,6 +623,7 @@ def main():
     lines.append(f"| OpenAI route p99 added vs direct, saturated | {oa['p99'] - direct['p99']:.2f} ms (stock passthrough: {pt['p99'] - direct['p99']:.2f} ms) | target ≤ 1 ms |")
     lines.append(f"| OpenAI route p99 added vs direct, equal load ({po['rps']:.0f} req/s) | {po['p99'] - pd['p99']:.2f} ms (stock passthrough: {ppt['p99'] - pd['p99']:.2f} ms) | target ≤ 1 ms |")
     lines.append(f"| Gemini route throughput | {gm['rps'] / pt['rps']:.0%} of passthrough, same request ({gm['rps'] / ptm['rps']:.0%} with the gateway's allocator and runtime) | target ≥ 70% |")
+    lines.extend(responses_lines(results, ttfe, b))
     lines.append(f"| cache hit throughput | {hit['rps'] / oa['rps']:.2f}× the OpenAI-route miss | target ≥ 1.5× |")
     if nginx_hit:
         lines.append(f"| cache hit vs nginx | {hit['rps'] / nginx_hit['rps']:.2f}× nginx serving the same body from memory; Pingora itself doing nothing but answering that body: {floor['rps'] / nginx_hit['rps']:.2f}× | target ≥ 0.8× |")
@@ -416,12 +634,13 @@ def main():
     lines.append(f"| RSS idle | {idle_rss / 1024:.1f} MB (cache-enabled instance: {cache_idle / 1024:.1f} MB) | target ≤ 20 MB |")
     lines.append(f"| RSS peak, 32 conns | {gw_rss_peak / 1024:.1f} MB | |")
     lines.append(f"| RSS peak, {args.streams} streams | {stream_rss / 1024:.1f} MB | |")
+    lines.append(f"| RSS after the store-true Responses rows (the second instance: `max_stored` 10,000 conversations kept, oldest evicted) | {stored_rss / 1024:.1f} MB | `loadtest/memory.py --only responses` |")
     lines.append(f"| RSS peak, 256 conns, 1,000-entry cache | {rss_256 / 1024:.1f} MB | target ≤ 64 MB |")
     lines.append(f"| soak {args.soak} s, 64 conns of cache hits (RSS at the start and after each sixth) | {' / '.join(f'{x / 1024:.1f}' for x in soak)} MB; second half {(soak[-1] - soak[3]) / 1024:+.1f} MB | flat |")
     text = "\n".join(lines) + "\n"
     print(text)
     # A quick smoke run never replaces the published full-run results.
-    out = ROOT / "loadtest" / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
+    out = Path(args.results) if args.results else ROOT / "loadtest" / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
     # A hand-written analysis below this marker survives the next run.
     marker = "\n## Analysis\n"
     previous = out.read_text() if out.exists() else ""
