@@ -1105,7 +1105,8 @@ impl Gateway {
             _ => None,
         };
 
-        let keep = primary_key.is_some() && policy.write || keep_state;
+        // A budget settles with the real usage: the whole answer is kept to read it.
+        let keep = primary_key.is_some() && policy.write || keep_state || spend.is_some();
         let referable = if matches!(op, Op::Responses { .. }) {
             responses::referable(&self.state, &tenant, &body, parsed.as_ref()).await
         } else {
@@ -1133,6 +1134,9 @@ impl Gateway {
             referable,
         };
         let outcome = relay::run(&self.state, rt, session, ctx, &job).await;
+        if let (None, Some(_), Some(body)) = (ctx.usage, &spend, &outcome.complete) {
+            ctx.usage = pump::usage_of(body);
+        }
         if let (true, 200, Some(ProviderKind::Gemini), Some(body), Some(items)) = (
             keep_state,
             ctx.status,
