@@ -212,6 +212,9 @@ struct Verified {
     until_ms: u64,
 }
 
+/// Remembered verifications by token SHA-256.
+type Shard = Mutex<HashMap<[u8; 32], Verified>>;
+
 /// Verifies tokens; owns the key set and its refresh state.
 pub struct JwtVerifier {
     cfg: JwtConfig,
@@ -223,7 +226,7 @@ pub struct JwtVerifier {
     last_fetch_ms: AtomicU64,
     /// One fetch at a time.
     fetching: tokio::sync::Mutex<()>,
-    cache: Box<[Mutex<HashMap<[u8; 32], Verified>>]>,
+    cache: Box<[Shard]>,
 }
 
 impl JwtVerifier {
@@ -304,7 +307,7 @@ impl JwtVerifier {
         Ok(caller)
     }
 
-    fn shard(&self, digest: &[u8; 32]) -> Option<&Mutex<HashMap<[u8; 32], Verified>>> {
+    fn shard(&self, digest: &[u8; 32]) -> Option<&Shard> {
         self.cache.get(usize::from(digest[0]) % CACHE_SHARDS)
     }
 
@@ -400,9 +403,8 @@ impl JwtVerifier {
                 .iter()
                 .chain(fetched.keys.iter())
                 .any(|k| kid.is_none_or(|want| k.kid.as_deref().is_none_or(|h| h == want)));
-            return Err(if known_family && kid.is_none() {
-                JwtError::AlgNotAllowed(format!("{alg:?}"))
-            } else if kid.is_some_and(|k| self.fixed.has_kid(k) || fetched.has_kid(k)) {
+            let kid_known = kid.is_some_and(|k| self.fixed.has_kid(k) || fetched.has_kid(k));
+            return Err(if known_family && kid.is_none() || kid_known {
                 JwtError::AlgNotAllowed(format!("{alg:?}"))
             } else {
                 JwtError::UnknownKey
