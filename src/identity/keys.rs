@@ -412,7 +412,7 @@ mod tests {
             expires_at: None,
             created_at: 1,
             sha256: hex::encode(crate::auth::sha256(secret.as_bytes())),
-            key_prefix: secret[..6].into(),
+            key_prefix: secret.chars().take(6).collect(),
             previous: None,
         }
     }
