@@ -83,6 +83,8 @@ pub const COOLDOWN: Duration = Duration::from_millis(500);
 /// pending replies and abandon a connect even when no caller is waiting any more.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
+/// A whole connect (a Cluster's: every node and its slot map) at most this long.
+const CONNECT_BOUND: Duration = Duration::from_secs(2);
 
 /// How one feature names itself in logs and metrics.
 #[derive(Debug)]
@@ -292,11 +294,22 @@ impl RedisLink {
         }
     }
 
-    /// The connection, connecting when there is none. Runs inside the caller's bound.
-    async fn connection(&self) -> RedisResult<(u64, Conn)> {
+    /// The connection, connecting when there is none. The connect runs on a task of its own
+    /// (bounded by [`CONNECT_BOUND`]): a caller whose bound is shorter stops waiting, the
+    /// connect goes on and the next caller finds the connection. (Bound by the caller's
+    /// 100 ms, a Cluster connect on a loaded host, several nodes and `CLUSTER SLOTS`, could
+    /// be cut short forever.)
+    async fn connection(self: &Arc<Self>) -> RedisResult<(u64, Conn)> {
         if let Some(c) = self.current() {
             return Ok(c);
         }
+        let link = Arc::clone(self);
+        tokio::spawn(async move { link.connect_once().await })
+            .await
+            .unwrap_or_else(|_| Err(RedisError::from((redis::ErrorKind::Io, "connect failed"))))
+    }
+
+    async fn connect_once(&self) -> RedisResult<(u64, Conn)> {
         let seen = self.connects.load(Ordering::Acquire);
         let _one = self.connecting.lock().await;
         if let Some(c) = self.current() {
@@ -307,7 +320,14 @@ impl RedisLink {
             return Err(RedisError::from((redis::ErrorKind::Io, "Redis is failing")));
         }
         self.connects.fetch_add(1, Ordering::AcqRel);
-        let conn = self.connect().await?;
+        let conn = tokio::time::timeout(CONNECT_BOUND, self.connect())
+            .await
+            .unwrap_or_else(|_| {
+                Err(RedisError::from((
+                    redis::ErrorKind::Io,
+                    "connect timed out",
+                )))
+            })?;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         if let Ok(mut slot) = self.conn.lock() {
             *slot = Some((generation, conn.clone()));
