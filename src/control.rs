@@ -83,6 +83,7 @@ impl Control {
                     log::warn!(target: targets::CONFIG, "reload: logging output could not be reopened: {e}");
                 }
                 let rt = Runtime::new(config);
+                self.state.retarget_redis(&rt.config);
                 initial_discovery(&rt).await;
                 let next = start_health_checks(&rt);
                 self.state.runtime.store(Arc::new(rt));

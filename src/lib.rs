@@ -21,6 +21,7 @@ pub mod providers {
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;
+pub mod redis_link;
 pub mod routes;
 pub mod routing;
 pub mod server;

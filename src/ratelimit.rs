@@ -11,6 +11,7 @@
 //! down or slow (every call is bounded by [`REDIS_TIMEOUT`]): that call is counted by the local
 //! in-memory limiter instead, so the gateway fails open to per-instance limits, never to an error.
 
+use crate::redis_link;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,22 +89,31 @@ impl RateLimiter {
     /// Never connects here (the connection is made on first use, inside the runtime); an unparsable
     /// URL is logged without its text and the limiter runs in memory.
     pub fn new(redis_url: Option<&str>) -> Self {
-        Self::with_options(redis_url, REDIS_TIMEOUT, redis_link::COOLDOWN)
+        let target = redis_url.map(redis_link::RedisTarget::single);
+        Self::with_redis(target.as_ref())
     }
 
-    fn with_options(redis_url: Option<&str>, timeout: Duration, probe_interval: Duration) -> Self {
-        let link = |url: &str| {
+    /// As [`RateLimiter::new`], on a Redis target (TLS files, Cluster, Sentinel).
+    pub fn with_redis(target: Option<&redis_link::RedisTarget>) -> Self {
+        Self::with_options(target, REDIS_TIMEOUT, redis_link::COOLDOWN)
+    }
+
+    fn with_options(
+        target: Option<&redis_link::RedisTarget>,
+        timeout: Duration,
+        probe_interval: Duration,
+    ) -> Self {
+        let link = |t: &redis_link::RedisTarget| {
             if probe_interval == redis_link::COOLDOWN {
-                redis_link::RedisLink::shared(url)
+                redis_link::RedisLink::shared(t)
             } else {
-                redis_link::RedisLink::private(url, probe_interval).map(std::sync::Arc::new)
+                redis_link::RedisLink::private(t, probe_interval).map(std::sync::Arc::new)
             }
         };
-        let redis = redis_url.and_then(|url| match link(url) {
+        let redis = target.and_then(|t| match link(t) {
             Ok(link) => Some(RedisBackend::new(link, timeout)),
             Err(e) => {
-                // The error text may echo the URL (and its password): log only the kind.
-                log::warn!(target: LOG_TARGET, "invalid Redis URL for rate limits ({:?}); using in-memory limits", e.kind());
+                log::warn!(target: LOG_TARGET, "{e}; using in-memory limits");
                 None
             }
         });
@@ -207,6 +217,11 @@ impl RateLimiter {
     /// while the limiter has fallen back to local counts.
     pub fn redis_healthy(&self) -> bool {
         self.redis.as_ref().is_some_and(RedisBackend::healthy)
+    }
+
+    /// The Redis layer's handle (health, reload); `None` without Redis.
+    pub fn redis_user(&self) -> Option<&redis_link::RedisUser> {
+        self.redis.as_ref().map(|r| &r.user)
     }
 
     /// Counts `amount` in Redis when it is usable, else locally. `limit` None = unconditional.
@@ -316,8 +331,9 @@ fn redis_ttl_ms(now_ms: u64) -> u64 {
 
 /// `llmgw:rl:{req|tok}:{caller-hash}:{window}`.
 fn redis_key(kind: Kind, id: &CallerId, window: u64) -> String {
+    // `{caller}`: a caller's request and token counters share a Cluster slot.
     format!(
-        "llmgw:rl:{}:{}:{}",
+        "llmgw:rl:{}:{{{}}}:{}",
         kind.key_part(),
         hex::encode(id.0),
         window
@@ -565,304 +581,6 @@ impl RedisBackend {
     }
 }
 
-/// One connection and one circuit breaker per Redis URL, shared by the response cache and the
-/// rate limiter: one rule for how long any Redis call may take and when Redis is skipped.
-///
-/// The rule: every call, connecting included, runs under `tokio::time::timeout` with the
-/// caller's bound, so nothing Redis does (a restart, a hang, a slow reconnect) can hold a
-/// request longer than that. A failure opens the breaker: for [`redis_link::COOLDOWN`] every
-/// call skips Redis at once (a miss, a local count), then one call probes it; its success
-/// closes the breaker for everyone. There is no reconnect loop in the background: a
-/// connection that failed is dropped and the next admitted call connects again, inside its own
-/// bound. (`redis::aio::ConnectionManager`, used before, reconnects with exponential backoff
-/// in a shared future that calls wait on: right after a restart calls queued behind a
-/// reconnect that was still sleeping, and Redis stayed unused seconds after it was back.)
-///
-/// It lives here rather than in its own file because the cache reaches it from
-/// `cache::redis_backend`; both are its users through [`redis_link::RedisUser`].
-pub mod redis_link {
-    use redis::aio::MultiplexedConnection;
-    use redis::{RedisError, RedisResult};
-    use std::future::Future;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex, Weak};
-    use std::time::{Duration, Instant};
-
-    /// How long Redis is skipped after a failure before one call tries it again: short, so
-    /// a restarted Redis is used again within a second, and long enough that an outage costs
-    /// one bounded call per interval instead of one per request.
-    pub const COOLDOWN: Duration = Duration::from_millis(500);
-    /// The driver's own bounds, behind the per-call timeouts: they free a connection's
-    /// pending replies and abandon a connect even when no caller is waiting any more.
-    const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
-    const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
-
-    /// How one feature names itself in logs and metrics.
-    #[derive(Debug)]
-    pub struct Use {
-        /// The `use` label of `gateway_redis_errors_total`.
-        pub label: &'static str,
-        pub target: &'static str,
-        /// "… unavailable" (followed by the failure's category).
-        pub lost: &'static str,
-        /// What the feature does meanwhile.
-        pub fallback: &'static str,
-        pub back: &'static str,
-    }
-
-    /// Closed (Redis in use) or open until a probe succeeds.
-    struct Breaker {
-        open: AtomicBool,
-        /// Milliseconds since `epoch` when the next probe may run while open.
-        probe_at: AtomicU64,
-        cooldown_ms: u64,
-        epoch: Instant,
-    }
-
-    impl Breaker {
-        fn new(cooldown: Duration) -> Self {
-            Self {
-                open: AtomicBool::new(false),
-                probe_at: AtomicU64::new(0),
-                cooldown_ms: u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX),
-                epoch: Instant::now(),
-            }
-        }
-
-        fn now_ms(&self) -> u64 {
-            u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-        }
-
-        /// Closed: every call. Open: one call per cooldown wins the probe.
-        fn admit(&self) -> bool {
-            if !self.open.load(Ordering::Acquire) {
-                return true;
-            }
-            let now = self.now_ms();
-            let at = self.probe_at.load(Ordering::Acquire);
-            now >= at
-                && self
-                    .probe_at
-                    .compare_exchange(
-                        at,
-                        now.saturating_add(self.cooldown_ms),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok()
-        }
-
-        fn success(&self) {
-            self.open.store(false, Ordering::Release);
-        }
-
-        fn failure(&self) {
-            self.probe_at.store(
-                self.now_ms().saturating_add(self.cooldown_ms),
-                Ordering::Release,
-            );
-            self.open.store(true, Ordering::Release);
-        }
-
-        fn is_open(&self) -> bool {
-            self.open.load(Ordering::Acquire)
-        }
-    }
-
-    /// A Redis server as the gateway reaches it: its client, the current connection (if
-    /// any) and the breaker.
-    pub struct RedisLink {
-        client: redis::Client,
-        config: redis::AsyncConnectionConfig,
-        /// The connection in use and its generation, so that a caller that saw generation
-        /// `n` fail drops `n` and not the fresh connection another caller just made.
-        conn: Mutex<Option<(u64, MultiplexedConnection)>>,
-        generation: AtomicU64,
-        /// Connect attempts so far: a caller that waited for another's attempt sees it change.
-        connects: AtomicU64,
-        /// One connect at a time; the others wait for it, each within its own bound.
-        connecting: tokio::sync::Mutex<()>,
-        breaker: Breaker,
-    }
-
-    /// Links by URL, so the cache and the limiter of one gateway share one connection and
-    /// one breaker (the cache finding Redis down spares the limiter its own timeout).
-    static LINKS: Mutex<Vec<(String, Weak<RedisLink>)>> = Mutex::new(Vec::new());
-
-    impl RedisLink {
-        /// The link to `url`, shared with every other user of the same URL. Parses only (no
-        /// I/O). The URL may hold a password: errors are reported by kind, never with it.
-        pub fn shared(url: &str) -> RedisResult<Arc<RedisLink>> {
-            let mut links = LINKS.lock().unwrap_or_else(|e| e.into_inner());
-            links.retain(|(_, weak)| weak.strong_count() > 0);
-            if let Some(link) = links
-                .iter()
-                .find(|(u, _)| u == url)
-                .and_then(|(_, weak)| weak.upgrade())
-            {
-                return Ok(link);
-            }
-            let link = Arc::new(Self::private(url, COOLDOWN)?);
-            links.push((url.to_string(), Arc::downgrade(&link)));
-            Ok(link)
-        }
-
-        /// A link of its own (tests that tune the cooldown, or must not share state).
-        pub fn private(url: &str, cooldown: Duration) -> RedisResult<RedisLink> {
-            let client = redis::Client::open(url)?;
-            Ok(Self {
-                client,
-                config: redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT)),
-                conn: Mutex::new(None),
-                generation: AtomicU64::new(0),
-                connects: AtomicU64::new(0),
-                connecting: tokio::sync::Mutex::new(()),
-                breaker: Breaker::new(cooldown),
-            })
-        }
-
-        fn current(&self) -> Option<(u64, MultiplexedConnection)> {
-            self.conn.lock().ok().and_then(|c| c.clone())
-        }
-
-        /// The connection, connecting when there is none. Runs inside the caller's bound.
-        async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-            if let Some(c) = self.current() {
-                return Ok(c);
-            }
-            let seen = self.connects.load(Ordering::Acquire);
-            let _one = self.connecting.lock().await;
-            if let Some(c) = self.current() {
-                return Ok(c);
-            }
-            if self.connects.load(Ordering::Acquire) != seen {
-                // The connect this call waited for failed: no second try in the same breath.
-                return Err(RedisError::from((redis::ErrorKind::Io, "Redis is failing")));
-            }
-            self.connects.fetch_add(1, Ordering::AcqRel);
-            let conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&self.config)
-                .await?;
-            let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-            if let Ok(mut slot) = self.conn.lock() {
-                *slot = Some((generation, conn.clone()));
-            }
-            Ok((generation, conn))
-        }
-
-        /// Drops connection `generation` (if it is still the current one).
-        fn forget(&self, generation: Option<u64>) {
-            if let (Some(g), Ok(mut slot)) = (generation, self.conn.lock()) {
-                if slot.as_ref().is_some_and(|(current, _)| *current == g) {
-                    *slot = None;
-                }
-            }
-        }
-    }
-
-    /// One feature's handle on a link: its calls, its log lines (one warning per outage, one
-    /// line when Redis is back) and its error counter.
-    pub struct RedisUser {
-        link: Arc<RedisLink>,
-        what: &'static Use,
-        /// This feature has warned about the current outage.
-        down: AtomicBool,
-    }
-
-    impl RedisUser {
-        pub fn new(link: Arc<RedisLink>, what: &'static Use) -> Self {
-            Self {
-                link,
-                what,
-                down: AtomicBool::new(false),
-            }
-        }
-
-        /// False while the breaker is open: Redis failed and has not answered since.
-        pub fn healthy(&self) -> bool {
-            !self.link.breaker.is_open()
-        }
-
-        /// Runs `op` on the connection within `bound`, connecting first if needed. `None`
-        /// when Redis is skipped (breaker open) or the call failed or ran out of time; the
-        /// caller then does without Redis.
-        pub async fn call<T, F, Fut>(&self, bound: Duration, op: F) -> Option<T>
-        where
-            F: FnOnce(MultiplexedConnection) -> Fut,
-            Fut: Future<Output = RedisResult<T>>,
-        {
-            if !self.link.breaker.admit() {
-                self.failed("skipped while Redis is failing");
-                return None;
-            }
-            let mut used = None;
-            let outcome = tokio::time::timeout(bound, async {
-                let (generation, conn) = self.link.connection().await?;
-                used = Some(generation);
-                op(conn).await
-            })
-            .await;
-            match outcome {
-                Ok(Ok(v)) => {
-                    self.link.breaker.success();
-                    if self.down.swap(false, Ordering::Relaxed) {
-                        log::info!(target: self.what.target, "{}", self.what.back);
-                    }
-                    Some(v)
-                }
-                Ok(Err(e)) => {
-                    if e.is_io_error()
-                        || e.is_connection_dropped()
-                        || e.is_unrecoverable_error()
-                        || e.is_timeout()
-                    {
-                        self.link.forget(used);
-                    }
-                    self.link.breaker.failure();
-                    self.failed(category(&e));
-                    None
-                }
-                Err(_elapsed) => {
-                    // A connection that let a call time out may be half-open: start afresh.
-                    self.link.forget(used);
-                    self.link.breaker.failure();
-                    self.failed("timed out");
-                    None
-                }
-            }
-        }
-
-        /// Counts a call that did not use Redis; warns once per outage.
-        fn failed(&self, why: &str) {
-            if let Some(m) = crate::metrics::get() {
-                m.redis_errors.with_label_values(&[self.what.label]).inc();
-            }
-            if !self.down.swap(true, Ordering::Relaxed) {
-                log::warn!(target: self.what.target, "{} ({why}); {}", self.what.lost, self.what.fallback);
-            }
-        }
-    }
-
-    /// A failure's category for the log: never the error's text, which can carry
-    /// connection details or echo request data.
-    fn category(e: &RedisError) -> &'static str {
-        if e.is_timeout() {
-            "timed out"
-        } else if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
-            "connection failed"
-        } else {
-            match e.kind() {
-                redis::ErrorKind::AuthenticationFailed => "authentication failed",
-                redis::ErrorKind::Server(_) => "server error",
-                _ => "client error",
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -920,7 +638,13 @@ mod tests {
         assert!(!key.contains("sk-secret"), "raw caller leaked into {key}");
         assert!(key.starts_with("llmgw:rl:req:"), "{key}");
         assert!(key.ends_with(":29000000"), "{key}");
-        assert_eq!(key.len(), "llmgw:rl:req:".len() + 32 + ":29000000".len());
+        assert_eq!(key.len(), "llmgw:rl:req:{".len() + 32 + "}:29000000".len());
+        let tok_same = redis_key(Kind::Tokens, &CallerId::of("sk-secret-abc"), 29_000_000);
+        assert_eq!(
+            redis_link::keys::hashed_part(&key),
+            redis_link::keys::hashed_part(&tok_same),
+            "one caller's counters share a Cluster slot"
+        );
         let tok = redis_key(Kind::Tokens, &CallerId::of("sk-secret-abc"), 1);
         assert!(tok.starts_with("llmgw:rl:tok:"), "{tok}");
         assert!(!format!("{:?}", CallerId::of("sk-secret-abc")).contains("secret"));
@@ -1148,7 +872,7 @@ mod tests {
     fn test_limiter(url: &str) -> std::sync::Arc<RateLimiter> {
         // A generous timeout on a loaded 2-CPU test box; the outage test measures the real one.
         std::sync::Arc::new(RateLimiter::with_options(
-            Some(url),
+            Some(&redis_link::RedisTarget::single(url)),
             Duration::from_millis(500),
             Duration::from_millis(200),
         ))
@@ -1276,7 +1000,7 @@ mod tests {
         let mut server = RedisServer::start(port).await;
         let url = server.url();
         let rl = std::sync::Arc::new(RateLimiter::with_options(
-            Some(&url),
+            Some(&redis_link::RedisTarget::single(&url)),
             REDIS_TIMEOUT,
             Duration::from_millis(200),
         ));
@@ -1328,8 +1052,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn slow_redis_costs_one_timeout_then_goes_local() {
         let server = RedisServer::start(RedisServer::free_port()).await;
-        let rl =
-            RateLimiter::with_options(Some(&server.url()), REDIS_TIMEOUT, Duration::from_secs(5));
+        let rl = RateLimiter::with_options(
+            Some(&redis_link::RedisTarget::single(&server.url())),
+            REDIS_TIMEOUT,
+            Duration::from_secs(5),
+        );
         assert!(rl.check_requests_at("warm", 10, T0).await.allowed);
         let signal = |sig: &str| {
             std::process::Command::new("kill")
@@ -1379,8 +1106,11 @@ mod tests {
         };
         let server = RedisServer::start(RedisServer::free_port()).await;
         let rl = RateLimiter::new(Some(&server.url()));
-        let other = RedisUser::new(RedisLink::shared(&server.url()).unwrap(), &OTHER);
-        let ping = |mut c: redis::aio::MultiplexedConnection| async move {
+        let other = RedisUser::new(
+            RedisLink::shared(&redis_link::RedisTarget::single(&server.url())).unwrap(),
+            &OTHER,
+        );
+        let ping = |mut c: redis_link::Conn| async move {
             redis::cmd("PING").query_async::<String>(&mut c).await
         };
         assert!(rl.check_requests_at("warm", 10, T0).await.allowed);

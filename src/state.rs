@@ -5,6 +5,7 @@ use crate::cache::ResponseCache;
 use crate::config::{Config, ProviderKind, Secret};
 use crate::conversations::ConversationStore;
 use crate::ratelimit::RateLimiter;
+use crate::redis_link::RedisTarget;
 use crate::upstream::ProviderPool;
 use arc_swap::ArcSwap;
 use pingora::connectors::http::Connector;
@@ -72,11 +73,11 @@ pub struct State {
 impl State {
     pub fn new(runtime: Runtime, identity: Arc<crate::identity::Identity>) -> Self {
         let c = &runtime.config;
-        let redis = c.cache.redis_url.as_ref().map(|u| u.expose().to_string());
-        let cache = ResponseCache::new(c.cache.max_size, c.cache.ttl, redis.as_deref());
-        let limiter = RateLimiter::new(redis.as_deref());
+        let redis = RedisTarget::from_cache(&c.cache);
+        let cache = ResponseCache::with_redis(c.cache.max_size, c.cache.ttl, redis.as_ref());
+        let limiter = RateLimiter::with_redis(redis.as_ref());
         let conversations =
-            ConversationStore::new(&c.responses, c.responses_redis_url().map(|u| u.expose()));
+            ConversationStore::with_redis(&c.responses, RedisTarget::for_responses(c).as_ref());
         State {
             cache,
             limiter,
@@ -87,5 +88,70 @@ impl State {
             stopping: watch::Sender::new(false),
             identity,
         }
+    }
+
+    /// SIGHUP: moves every Redis user to the new settings (URL, TLS files, keys). New calls
+    /// use new connections; calls in flight finish on the old ones, which close when the last
+    /// of them ends. Settings that fail to build keep the link in use (the config check has
+    /// already refused most of them).
+    pub fn retarget_redis(&self, c: &Config) {
+        let cache = RedisTarget::from_cache(&c.cache);
+        let responses = RedisTarget::for_responses(c);
+        let users = [
+            ("cache", self.cache.redis_user(), &cache),
+            ("ratelimit", self.limiter.redis_user(), &cache),
+            ("responses", self.conversations.redis_user(), &responses),
+            ("identity", self.identity.redis_user(), &cache),
+        ];
+        for (name, user, target) in users {
+            match (user, target) {
+                (Some(u), Some(t)) => match u.retarget(t) {
+                    Ok(true) => {
+                        log::info!(target: "gateway:config", "reload: Redis for {name} is now {} {:?}; new connections use it", t.kind(), t.describe())
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        log::error!(target: "gateway:config", "reload: Redis for {name} kept as it was: {e}")
+                    }
+                },
+                (None, Some(_)) | (Some(_), None) => {
+                    log::warn!(target: "gateway:config", "reload: adding or removing Redis for {name} takes a restart")
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// The `redis` section of `/health/providers`: each use of Redis, its nodes as
+    /// configured (credentials removed) and whether its link is healthy.
+    pub fn redis_health(&self) -> serde_json::Value {
+        let users = [
+            ("cache", self.cache.redis_user()),
+            ("ratelimit", self.limiter.redis_user()),
+            ("responses", self.conversations.redis_user()),
+        ];
+        let mut out = serde_json::Map::new();
+        for (name, user) in users {
+            if let Some(u) = user {
+                let link = u.link();
+                let healthy = link.healthy();
+                let nodes: Vec<serde_json::Value> = link
+                    .target()
+                    .describe()
+                    .into_iter()
+                    .map(|n| serde_json::json!({"node": n, "healthy": healthy}))
+                    .collect();
+                out.insert(
+                    name.into(),
+                    serde_json::json!({
+                        "kind": link.target().kind(),
+                        "healthy": healthy,
+                        "encrypted": u.sealing(),
+                        "nodes": nodes,
+                    }),
+                );
+            }
+        }
+        serde_json::Value::Object(out)
     }
 }

@@ -49,11 +49,21 @@ impl ResponseCache {
     /// `max_size` entries in memory, kept at most `ttl` (the configured default); `redis_url`
     /// adds the shared tier. Does no I/O: Redis is connected on first use, in the background.
     pub fn new(max_size: usize, ttl: Duration, redis_url: Option<&str>) -> Self {
+        let target = redis_url.map(crate::redis_link::RedisTarget::single);
+        Self::with_redis(max_size, ttl, target.as_ref())
+    }
+
+    /// As [`ResponseCache::new`], on a Redis target (TLS files, Cluster, Sentinel, keys).
+    pub fn with_redis(
+        max_size: usize,
+        ttl: Duration,
+        redis: Option<&crate::redis_link::RedisTarget>,
+    ) -> Self {
         Self {
             memory: (max_size > 0).then(|| MemoryCache::new(max_size)),
             canonical: MemoryCache::new(max_size.clamp(16, 100_000)),
             ttl: ttl.min(MAX_TTL),
-            redis: redis_url.and_then(RedisBackend::new),
+            redis: redis.and_then(RedisBackend::new),
             flights: Arc::default(),
         }
     }
@@ -115,6 +125,11 @@ impl ResponseCache {
     /// or before its first use.
     pub fn redis_healthy(&self) -> bool {
         self.redis.as_ref().is_none_or(RedisBackend::healthy)
+    }
+
+    /// The Redis layer's handle (health, reload); `None` without Redis.
+    pub fn redis_user(&self) -> Option<&crate::redis_link::RedisUser> {
+        self.redis.as_ref().map(RedisBackend::user)
     }
 
     /// Whether a (valid) Redis URL was configured.

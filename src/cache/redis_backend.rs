@@ -1,12 +1,11 @@
 //! The shared Redis tier. Every failure is a miss, never an error: the gateway keeps answering
 //! from memory while Redis is away and uses it again once it is back.
 //!
-//! Connection, bounds and circuit breaker are the link shared with the rate limiter
-//! ([`crate::ratelimit::redis_link`]): one rule for every Redis call the gateway makes.
+//! Connection, bounds, circuit breaker and sealing are the link shared with the rate limiter
+//! ([`crate::redis_link`]): one rule for every Redis call the gateway makes.
 
 use super::{CacheKey, Entry};
-use crate::ratelimit::redis_link::{RedisLink, RedisUser, Use};
-use bytes::Bytes;
+use crate::redis_link::{RedisLink, RedisTarget, RedisUser, Use};
 use std::time::Duration;
 
 /// A lookup waits no longer than this: a slow Redis must not slow down a miss much.
@@ -27,22 +26,22 @@ pub(super) struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// Parses the URL only (no I/O): the connection is made by the first call, inside the
-    /// runtime that serves requests. The URL may hold a password, so it is never logged.
-    pub(super) fn new(url: &str) -> Option<Self> {
-        match RedisLink::shared(url) {
+    /// Parses the settings only (no I/O): the connection is made by the first call, inside
+    /// the runtime that serves requests. The URL may hold a password, so it is never logged.
+    pub(super) fn new(target: &RedisTarget) -> Option<Self> {
+        match RedisLink::shared(target) {
             Ok(link) => Some(Self {
                 user: RedisUser::new(link, &CACHE_USE),
             }),
             Err(e) => {
-                log::warn!(
-                    target: "gateway:cache",
-                    "cache.redis_url is not a usable Redis URL ({:?}); caching in memory only",
-                    e.kind()
-                );
+                log::warn!(target: "gateway:cache", "{e}; caching in memory only");
                 None
             }
         }
+    }
+
+    pub(super) fn user(&self) -> &RedisUser {
+        &self.user
     }
 
     pub(super) fn healthy(&self) -> bool {
@@ -51,20 +50,21 @@ impl RedisBackend {
 
     /// `GET` + `PTTL`: the entry and how long Redis keeps it (`None` = no expiry).
     pub(super) async fn get(&self, key: &CacheKey) -> Option<(Entry, Option<Duration>)> {
-        let k = key.redis_key();
+        let key_text = key.redis_key();
+        let k = key_text.as_str();
         let (value, pttl) = self
             .user
             .call(READ_TIMEOUT, |mut conn| async move {
                 redis::pipe()
                     .cmd("GET")
-                    .arg(&k)
+                    .arg(k)
                     .cmd("PTTL")
-                    .arg(&k)
+                    .arg(k)
                     .query_async::<(Option<Vec<u8>>, i64)>(&mut conn)
                     .await
             })
             .await?;
-        let entry = Entry::decode_shared(Bytes::from(value?))?;
+        let entry = Entry::decode_shared(self.user.open(k, value?)?)?;
         let remaining = match pttl {
             -1 => None,
             ms if ms > 0 => Some(Duration::from_millis(ms.unsigned_abs())),
@@ -78,6 +78,9 @@ impl RedisBackend {
     pub(super) async fn put(&self, key: &CacheKey, value: Vec<u8>, ttl: Duration) {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let k = key.redis_key();
+        let Some(value) = self.user.seal(&k, value) else {
+            return;
+        };
         self.user
             .call(WRITE_TIMEOUT, |mut conn| async move {
                 redis::cmd("SET")

@@ -266,6 +266,21 @@ pub struct CacheConfig {
     pub ttl: Duration,
     pub max_size: usize,
     pub redis_url: Option<SecretUrl>,
+    /// Production Redis (SPEC §14): extra CA, client certificate, Cluster, Sentinel, keys.
+    pub redis_ca_file: Option<PathBuf>,
+    pub redis_client_cert: Option<PathBuf>,
+    pub redis_client_key: Option<PathBuf>,
+    pub redis_cluster: Vec<SecretUrl>,
+    pub redis_sentinel: Option<SentinelConfig>,
+    pub encryption_key: Option<Secret>,
+    pub encryption_old_keys: Vec<Secret>,
+}
+
+/// `cache.redis_sentinel`: the master's name and the sentinels watching it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SentinelConfig {
+    pub master: String,
+    pub nodes: Vec<SecretUrl>,
 }
 
 /// Where and how long the gateway keeps the Responses API answers it mints itself, so that
@@ -821,13 +836,71 @@ fn pricing(v: Option<&Value>, p: &mut Problems) -> BTreeMap<String, Price> {
 }
 
 fn cache(v: Option<&Value>, p: &mut Problems) -> CacheConfig {
-    let m = section(v, "cache", &["enabled", "ttl", "max_size", "redis_url"], p);
+    let m = section(
+        v,
+        "cache",
+        &[
+            "enabled",
+            "ttl",
+            "max_size",
+            "redis_url",
+            "redis_ca_file",
+            "redis_client_cert",
+            "redis_client_key",
+            "redis_cluster",
+            "redis_sentinel",
+            "encryption_key",
+            "encryption_old_keys",
+        ],
+        p,
+    );
     let f = Fields::new(m, "cache");
+    let sentinel = section(
+        f.raw("redis_sentinel"),
+        "cache.redis_sentinel",
+        &["master", "nodes"],
+        p,
+    )
+    .map(|sm| {
+        let sf = Fields::new(Some(sm), "cache.redis_sentinel");
+        let master = sf.string("master", p).unwrap_or_default();
+        let nodes = sf.string_list("nodes", p).unwrap_or_default();
+        if master.is_empty() || nodes.is_empty() {
+            p.error(
+                "cache.redis_sentinel",
+                "needs master (a name) and nodes (sentinel URLs)",
+            );
+        }
+        SentinelConfig {
+            master,
+            nodes: nodes.into_iter().map(SecretUrl::new).collect(),
+        }
+    });
+    let secrets = |key: &str, p: &mut Problems| -> Vec<Secret> {
+        f.string_list(key, p)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .collect()
+    };
     CacheConfig {
         enabled: f.boolean("enabled", true, p),
         ttl: Duration::from_secs(f.integer("ttl", "a number of seconds", 3600, p)),
         max_size: f.integer("max_size", "a number of entries", 1000, p) as usize,
         redis_url: f.secret("redis_url", p).map(SecretUrl::new),
+        redis_ca_file: f.string("redis_ca_file", p).map(PathBuf::from),
+        redis_client_cert: f.string("redis_client_cert", p).map(PathBuf::from),
+        redis_client_key: f.string("redis_client_key", p).map(PathBuf::from),
+        redis_cluster: f
+            .string_list("redis_cluster", p)
+            .unwrap_or_default()
+            .into_iter()
+            .map(SecretUrl::new)
+            .collect(),
+        redis_sentinel: sentinel,
+        encryption_key: f.secret("encryption_key", p).map(Secret::new),
+        encryption_old_keys: secrets("encryption_old_keys", p),
     }
 }
 
@@ -1067,6 +1140,9 @@ fn apply_flags(c: &mut Config, flags: &Overrides) {
 
 /// Cross-field rules, checked on the final values.
 fn validate(c: &Config, p: &mut Problems) {
+    for (field, problem) in crate::redis_link::problems(&c.cache) {
+        p.error(&field, problem);
+    }
     for (kind, provider) in &c.providers {
         let path = format!("providers.{}", kind.name());
         if let Err(e) = crate::upstream::PeerAddress::parse(&provider.base_url) {

@@ -145,9 +145,18 @@ impl ConversationStore {
     /// `redis_url` is the resolved one ([`crate::config::Config::responses_redis_url`]). Does
     /// no I/O: Redis is connected by the first call, inside its bound.
     pub fn new(cfg: &ResponsesConfig, redis_url: Option<&str>) -> Self {
+        let target = redis_url.map(crate::redis_link::RedisTarget::single);
+        Self::with_redis(cfg, target.as_ref())
+    }
+
+    /// As [`ConversationStore::new`], on a Redis target (TLS files, Cluster, Sentinel, keys).
+    pub fn with_redis(
+        cfg: &ResponsesConfig,
+        redis: Option<&crate::redis_link::RedisTarget>,
+    ) -> Self {
         Self {
             memory: MemoryStore::new(cfg.max_stored, cfg.max_stored_bytes, cfg.store_ttl),
-            redis: redis_url.and_then(RedisStore::new),
+            redis: redis.and_then(RedisStore::new),
             ttl: cfg.store_ttl,
         }
     }
@@ -160,9 +169,14 @@ impl ConversationStore {
         let Some(redis) = &self.redis else {
             return self.memory.get(&key, Visible::All);
         };
-        match redis.get(&key.redis_key()).await {
-            // A value that does not decode (another format version, another id) is a miss.
-            Some(Some(value)) => match redis_backend::decode(value, id) {
+        let k = key.redis_key();
+        match redis.get(&k).await {
+            // A value that does not open or decode (another key, another format version,
+            // another id) is a miss.
+            Some(Some(value)) => match redis
+                .open(&k, value)
+                .and_then(|b| redis_backend::decode(b, id))
+            {
                 Some(r) => Some(r),
                 None => self.memory.get(&key, Visible::LocalOnly),
             },
@@ -217,6 +231,11 @@ impl ConversationStore {
     /// and before its first use.
     pub fn healthy(&self) -> bool {
         self.redis.as_ref().is_none_or(RedisStore::healthy)
+    }
+
+    /// The Redis layer's handle (health, reload); `None` without Redis.
+    pub fn redis_user(&self) -> Option<&crate::redis_link::RedisUser> {
+        self.redis.as_ref().map(RedisStore::user)
     }
 
     /// Whether a (valid) Redis URL was configured.

@@ -1,10 +1,10 @@
 //! The shared tier: one Redis key per stored response, on the link (connection, bounds,
-//! circuit breaker, one log line per outage) that the cache and the rate limiter use
-//! ([`crate::ratelimit::redis_link`]). Every failure is `None` to the caller, which then uses
+//! circuit breaker, one log line per outage, sealing at rest) that the cache and the rate
+//! limiter use ([`crate::redis_link`]). Every failure is `None` to the caller, which then uses
 //! this instance's memory.
 
 use super::{is_minted, StoredResponse, ID_LEN};
-use crate::ratelimit::redis_link::{RedisLink, RedisUser, Use};
+use crate::redis_link::{RedisLink, RedisTarget, RedisUser, Use};
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -49,8 +49,8 @@ pub(super) fn encode(r: &StoredResponse) -> Vec<u8> {
 
 /// The inverse of [`encode`], sharing `value`'s allocation; `None` for another version, a
 /// truncated value or another id than `id`.
-pub(super) fn decode(value: Vec<u8>, id: &str) -> Option<StoredResponse> {
-    let b = Bytes::from(value);
+pub(super) fn decode(value: impl Into<Bytes>, id: &str) -> Option<StoredResponse> {
+    let b: Bytes = value.into();
     let head = b.get(..MAX_HEADER.min(b.len()))?;
     let rest = head.strip_prefix(MAGIC)?;
     let line_end = rest.iter().position(|&c| c == b'\n')?;
@@ -81,21 +81,26 @@ pub(super) struct RedisStore {
 }
 
 impl RedisStore {
-    /// Parses the URL only (no I/O). The URL may hold a password, so it is never logged.
-    pub(super) fn new(url: &str) -> Option<Self> {
-        match RedisLink::shared(url) {
+    /// Parses the settings only (no I/O). The URL may hold a password, so it is never logged.
+    pub(super) fn new(target: &RedisTarget) -> Option<Self> {
+        match RedisLink::shared(target) {
             Ok(link) => Some(Self {
                 user: RedisUser::new(link, &RESPONSES_USE),
             }),
             Err(e) => {
-                log::warn!(
-                    target: "gateway:responses",
-                    "the Redis URL for conversation state is not usable ({:?}); keeping it in memory only",
-                    e.kind()
-                );
+                log::warn!(target: "gateway:responses", "{e}; keeping conversation state in memory only");
                 None
             }
         }
+    }
+
+    pub(super) fn user(&self) -> &RedisUser {
+        &self.user
+    }
+
+    /// A value read from `key`, opened (sealing on) or as it is; `None` when it does not open.
+    pub(super) fn open(&self, key: &str, value: Vec<u8>) -> Option<Bytes> {
+        self.user.open(key, value)
     }
 
     pub(super) fn healthy(&self) -> bool {
@@ -118,6 +123,9 @@ impl RedisStore {
     /// `SET key value PX ttl`: Redis enforces the TTL. True when Redis took it.
     pub(super) async fn put(&self, key: String, value: Vec<u8>, ttl: Duration) -> bool {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let Some(value) = self.user.seal(&key, value) else {
+            return false;
+        };
         self.user
             .call(WRITE_TIMEOUT, |mut conn| async move {
                 redis::cmd("SET")

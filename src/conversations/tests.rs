@@ -386,7 +386,7 @@ async fn redis_down_falls_back_to_this_instances_memory() {
 
     // Redis is back (empty): what a wrote meanwhile is still a's, what Redis lost is gone.
     let server = RedisServer::start(port).await;
-    tokio::time::sleep(crate::ratelimit::redis_link::COOLDOWN + Duration::from_millis(50)).await;
+    tokio::time::sleep(crate::redis_link::COOLDOWN + Duration::from_millis(50)).await;
     assert_eq!(
         a.get("t", &during).await,
         Some(stored(&during, "during")),

@@ -82,19 +82,21 @@ pub struct Identity {
     pub managed: bool,
     pub keys: keys::KeyStore,
     pub budgets: budget::Budgets,
+    redis: Option<Arc<redis_store::IdentityRedis>>,
 }
 
 impl Identity {
+    /// The Redis user of managed keys and budgets, moved with the others on SIGHUP.
+    pub fn redis_user(&self) -> Option<&crate::redis_link::RedisUser> {
+        self.redis.as_deref().map(redis_store::IdentityRedis::user)
+    }
+
     /// Builds from the config; `Err` when the state file exists but cannot be read (a corrupt
     /// file is a start-up error, never an empty key set).
     pub fn new(config: &Config) -> Result<Arc<Identity>, String> {
         let id = &config.auth.identity;
-        let redis = config
-            .cache
-            .redis_url
-            .as_ref()
-            .and_then(|u| redis_store::IdentityRedis::new(Some(u.expose())))
-            .map(Arc::new);
+        let target = crate::redis_link::RedisTarget::from_cache(&config.cache);
+        let redis = redis_store::IdentityRedis::new(target.as_ref()).map(Arc::new);
         if redis.is_none() && id.admin_key.is_some() && id.state_file.is_none() {
             return Err("auth.state_file: needed with auth.admin_key when no Redis is configured (managed keys must survive a restart)".into());
         }
@@ -103,7 +105,8 @@ impl Identity {
             jwt: id.jwt.as_ref().map(jwt::JwtVerifier::new),
             managed: id.admin_key.is_some(),
             keys: keys::KeyStore::new(state.clone(), redis.clone()),
-            budgets: budget::Budgets::new(state, redis),
+            budgets: budget::Budgets::new(state, redis.clone()),
+            redis,
         }))
     }
 

@@ -7,7 +7,7 @@
 //! `llmgw:keys` (hash id → record JSON), `llmgw:keys:ver` (counter bumped on every change),
 //! `llmgw:budget:{<caller hash>}:<period>:<window>` (micro-USD).
 
-use crate::ratelimit::redis_link::{RedisLink, RedisUser, Use};
+use crate::redis_link::{RedisLink, RedisTarget, RedisUser, Use};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_millis(250);
@@ -66,12 +66,16 @@ pub struct IdentityRedis {
 }
 
 impl IdentityRedis {
-    /// `None` without a URL (or with one that does not parse: logged by kind, never shown).
-    pub fn new(url: Option<&str>) -> Option<IdentityRedis> {
-        let link = match RedisLink::shared(url?) {
+    pub fn user(&self) -> &RedisUser {
+        &self.user
+    }
+
+    /// `None` without Redis settings (or with ones that do not build: logged, never shown).
+    pub fn new(target: Option<&RedisTarget>) -> Option<IdentityRedis> {
+        let link = match RedisLink::shared(target?) {
             Ok(l) => l,
             Err(e) => {
-                log::warn!(target: "gateway:auth", "invalid Redis URL for managed keys ({:?}); using the state file", e.kind());
+                log::warn!(target: "gateway:auth", "unusable Redis settings for managed keys ({e}); using the state file");
                 return None;
             }
         };

@@ -466,7 +466,7 @@ impl Gateway {
                     session,
                     ctx,
                     200,
-                    Bytes::from(provider_health(&rt).to_string()),
+                    Bytes::from(provider_health(&rt, self.state.redis_health()).to_string()),
                 )
                 .await;
                 Ok(())
@@ -1413,7 +1413,7 @@ fn forwardable(req: &pingora::http::RequestHeader) -> Vec<(http::HeaderName, htt
 }
 
 /// `/health/providers`: every provider and peer with its last check.
-fn provider_health(rt: &Runtime) -> Value {
+fn provider_health(rt: &Runtime, redis: Value) -> Value {
     let mut providers = serde_json::Map::new();
     for (kind, pool) in &rt.pools {
         let peers: Vec<Value> = pool
@@ -1444,7 +1444,7 @@ fn provider_health(rt: &Runtime) -> Value {
             json!({"healthy": healthy, "peers": peers}),
         );
     }
-    json!({ "providers": providers })
+    json!({ "providers": providers, "redis": redis })
 }
 
 fn last_error_is_none(peer: &crate::upstream::PeerInfo) -> bool {

@@ -1,0 +1,48 @@
+//! Key naming for Redis Cluster: `prefix{tag}rest`. Redis hashes only the part between the
+//! first `{` and the next `}`, so every key built with the same tag lands on one slot and a
+//! multi-key script over them (a caller's request and token counters, a budget and its
+//! ledger) runs on one node, with or without Cluster.
+
+/// `prefix` + `{tag}` + `rest`. `tag` must not contain `}` (hex digests and ids never do).
+pub fn tagged(prefix: &str, tag: &str, rest: &str) -> String {
+    let mut k = String::with_capacity(prefix.len() + tag.len() + rest.len() + 2);
+    k.push_str(prefix);
+    k.push('{');
+    k.push_str(tag);
+    k.push('}');
+    k.push_str(rest);
+    k
+}
+
+/// The part of `key` Redis Cluster hashes (its slot is `CRC16(part) mod 16384`).
+pub fn hashed_part(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(len) = key[open + 1..].find('}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_with_one_tag_share_the_hashed_part() {
+        let a = tagged("llmgw:rl:req:", "abc", ":7");
+        let b = tagged("llmgw:rl:tok:", "abc", ":7");
+        assert_eq!(a, "llmgw:rl:req:{abc}:7");
+        assert_eq!(hashed_part(&a), "abc");
+        assert_eq!(hashed_part(&a), hashed_part(&b));
+        assert_eq!(hashed_part("plain"), "plain");
+        assert_eq!(
+            hashed_part("a{}b"),
+            "a{}b",
+            "an empty tag hashes the whole key"
+        );
+    }
+}
