@@ -117,6 +117,7 @@ def main():
             ("gateway, Gemini-translated chat route", gateway, "/v1/chat/completions", gem_chat),
             ("gateway, Responses route (Gemini), store false", gateway, "/v1/responses", resp),
             ("gateway, Responses route (Gemini), store true", gateway, "/v1/responses", resp_stored),
+            ("gateway, Gemini-native route on gpt-4o-mini (OpenAI)", gateway, "/v1beta/models/gpt-4o-mini:generateContent", gem_native),
         ]
         for name, make, path, body in scenarios:
             cmd, port = make()

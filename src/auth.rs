@@ -64,7 +64,8 @@ pub fn check_access<'a>(
     }
 }
 
-fn trim_bearer(v: &[u8]) -> &[u8] {
+/// The value after `Bearer ` (any case), or the value itself.
+pub fn trim_bearer(v: &[u8]) -> &[u8] {
     let v = v.trim_ascii();
     if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") {
         v[7..].trim_ascii()
@@ -190,6 +191,7 @@ mod tests {
                     tpm: None,
                 },
             ],
+            identity: Default::default(),
         }
     }
 

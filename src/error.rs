@@ -36,6 +36,17 @@ pub enum GatewayError {
     PreviousResponseNotFound { id: String },
     /// Responses API: `GET`/`DELETE` of a response this caller has not stored.
     ResponseNotFound { id: String },
+    /// The caller's key or token does not allow this model (SPEC §13).
+    ModelNotAllowed { model: String },
+    /// The caller's USD budget for the period is spent (SPEC §13): not a rate limit, and
+    /// never retried by waiting a minute.
+    BudgetExceeded { period: &'static str },
+    /// An `/admin` request that is not allowed (wrong or missing admin key).
+    AdminUnauthorized,
+    /// An `/admin` request naming a key that does not exist.
+    KeyNotFound { id: String },
+    /// An `/admin` create naming an id already in use.
+    KeyExists { id: String },
 }
 
 /// The body every error renders as.
@@ -73,6 +84,11 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => 504,
             GatewayError::UpstreamFailed { .. } => 502,
             GatewayError::MethodNotAllowed => 405,
+            GatewayError::ModelNotAllowed { .. } => 403,
+            GatewayError::BudgetExceeded { .. } => 429,
+            GatewayError::AdminUnauthorized => 401,
+            GatewayError::KeyNotFound { .. } => 404,
+            GatewayError::KeyExists { .. } => 409,
         }
     }
 
@@ -85,7 +101,12 @@ impl GatewayError {
             | GatewayError::ModelNotFound { .. }
             | GatewayError::MethodNotAllowed
             | GatewayError::PreviousResponseNotFound { .. }
-            | GatewayError::ResponseNotFound { .. } => "invalid_request_error",
+            | GatewayError::ResponseNotFound { .. }
+            | GatewayError::KeyNotFound { .. }
+            | GatewayError::KeyExists { .. } => "invalid_request_error",
+            GatewayError::ModelNotAllowed { .. } => "permission_error",
+            GatewayError::BudgetExceeded { .. } => "insufficient_quota",
+            GatewayError::AdminUnauthorized => "authentication_error",
             GatewayError::Unauthorized { .. } | GatewayError::MissingProviderKey { .. } => {
                 "authentication_error"
             }
@@ -113,6 +134,11 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::PreviousResponseNotFound { .. } => "previous_response_not_found",
             GatewayError::ResponseNotFound { .. } => "not_found",
+            GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
+            GatewayError::AdminUnauthorized => "invalid_admin_key",
+            GatewayError::KeyNotFound { .. } => "key_not_found",
+            GatewayError::KeyExists { .. } => "key_exists",
         }
     }
 
@@ -146,6 +172,18 @@ impl GatewayError {
             GatewayError::ResponseNotFound { id } => {
                 format!("Response with id '{id}' not found.")
             }
+            GatewayError::ModelNotAllowed { model } => {
+                format!("This key is not allowed to use the model `{model}`.")
+            }
+            GatewayError::BudgetExceeded { period } => {
+                format!("This key's {period} budget is spent: no more requests until it resets or is raised.")
+            }
+            GatewayError::AdminUnauthorized => {
+                "Missing or invalid admin key: send `Authorization: Bearer <auth.admin_key>`."
+                    .into()
+            }
+            GatewayError::KeyNotFound { id } => format!("No managed key with id '{id}'."),
+            GatewayError::KeyExists { id } => format!("A key with id '{id}' already exists."),
         }
     }
 
@@ -164,6 +202,7 @@ impl GatewayError {
             GatewayError::BadRequest { param, .. } => param.as_deref(),
             GatewayError::ModelNotFound { .. } => Some("model"),
             GatewayError::PreviousResponseNotFound { .. } => Some("previous_response_id"),
+            GatewayError::ModelNotAllowed { .. } => Some("model"),
             _ => None,
         };
         openai_error_body(&message, self.openai_type(), param, Some(self.label()))

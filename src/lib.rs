@@ -11,6 +11,7 @@ pub mod control;
 pub mod conversations;
 pub mod error;
 pub mod guard;
+pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod providers {

@@ -38,14 +38,22 @@ pub fn build(config: Config, source: ConfigSource) -> Result<Server, String> {
         header_timeout: config.server.header_timeout,
         idle_timeout: config.server.idle_timeout,
     };
+    let identity = crate::identity::Identity::new(&config)?;
     let runtime = Runtime::new(config);
     if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         rt.block_on(control::initial_discovery(&runtime));
+        rt.block_on(identity.start());
     }
-    let state = Arc::new(State::new(runtime));
+    server.add_service(GenBackgroundService::new(
+        "identity".into(),
+        Arc::new(crate::identity::Refresher {
+            identity: identity.clone(),
+        }),
+    ));
+    let state = Arc::new(State::new(runtime, identity));
     let control = Control {
         state: state.clone(),
         source,

@@ -65,10 +65,12 @@ pub struct State {
     /// Turns true shortly before the drain grace period ends: answers still streaming then
     /// end with an error event and a clean end of body instead of being cut mid-chunk.
     pub stopping: watch::Sender<bool>,
+    /// JWT verifier, managed keys and budgets (SPEC §13). Built once, like the cache.
+    pub identity: Arc<crate::identity::Identity>,
 }
 
 impl State {
-    pub fn new(runtime: Runtime) -> Self {
+    pub fn new(runtime: Runtime, identity: Arc<crate::identity::Identity>) -> Self {
         let c = &runtime.config;
         let redis = c.cache.redis_url.as_ref().map(|u| u.expose().to_string());
         let cache = ResponseCache::new(c.cache.max_size, c.cache.ttl, redis.as_deref());
@@ -83,6 +85,7 @@ impl State {
             connector: Connector::new(Some(ConnectorOptions::new(256))),
             inflight: AtomicUsize::new(0),
             stopping: watch::Sender::new(false),
+            identity,
         }
     }
 }

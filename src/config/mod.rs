@@ -4,6 +4,7 @@
 //! unit-tested without touching the process environment.
 
 mod file;
+pub mod identity;
 pub mod secret;
 mod tracing;
 
@@ -176,6 +177,9 @@ pub struct AuthConfig {
     pub allow_client_keys: bool,
     pub require_auth_header: bool,
     pub keys: Vec<AccessKey>,
+    /// `jwt`, `admin_key`, `state_file` (SPEC §13).
+    #[serde(flatten)]
+    pub identity: identity::IdentityConfig,
 }
 
 /// A gateway access key, held either as the key itself or as its SHA-256.
@@ -545,7 +549,15 @@ fn auth(v: Option<&Value>, p: &mut Problems) -> AuthConfig {
     let m = section(
         v,
         "auth",
-        &["mode", "allow_client_keys", "require_auth_header", "keys"],
+        &[
+            "mode",
+            "allow_client_keys",
+            "require_auth_header",
+            "keys",
+            "jwt",
+            "admin_key",
+            "state_file",
+        ],
         p,
     );
     let f = Fields::new(m, "auth");
@@ -614,6 +626,7 @@ fn auth(v: Option<&Value>, p: &mut Problems) -> AuthConfig {
         allow_client_keys: f.boolean("allow_client_keys", true, p),
         require_auth_header: f.boolean("require_auth_header", false, p),
         keys,
+        identity: identity::identity(&f, p),
     }
 }
 

@@ -189,7 +189,7 @@ logging:
 fn an_unknown_key_is_named_with_its_path() {
     assert_eq!(
         errors("auth:\n  modee: hybrid\n"),
-        vec!["auth.modee: unknown field (expected one of: mode, allow_client_keys, require_auth_header, keys)"]
+        vec!["auth.modee: unknown field (expected one of: mode, allow_client_keys, require_auth_header, keys, jwt, admin_key, state_file)"]
     );
     assert_eq!(
         errors("cahce: {}\n"),

@@ -148,6 +148,7 @@ impl MemoryStore {
     }
 
     pub(super) fn put_at(&self, key: Key, value: StoredResponse, now: Instant) -> u64 {
+        let value = value.exact();
         let size = value.payload_len().saturating_add(ENTRY_OVERHEAD);
         let mut g = self.lock();
         // The replaced value is dropped after the lock is released, with the evicted ones.

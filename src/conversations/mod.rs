@@ -69,6 +69,18 @@ pub struct StoredResponse {
 }
 
 impl StoredResponse {
+    /// The same bytes in buffers of exactly their length. What a serialiser grew by doubling
+    /// keeps up to twice its length allocated (`Bytes::from(Vec)` keeps the capacity), which
+    /// would make `max_stored_bytes` count half of what the memory store holds.
+    pub fn exact(self) -> Self {
+        StoredResponse {
+            id: self.id.into_boxed_str().into(),
+            response: Bytes::copy_from_slice(&self.response),
+            input_items: Bytes::copy_from_slice(&self.input_items),
+            context: Bytes::copy_from_slice(&self.context),
+        }
+    }
+
     /// The bytes it holds; what the memory bound counts (plus [`ENTRY_OVERHEAD`]).
     pub fn payload_len(&self) -> usize {
         self.id.len() + self.response.len() + self.input_items.len() + self.context.len()

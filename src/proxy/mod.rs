@@ -88,6 +88,10 @@ pub struct Ctx {
     pub abort: bool,
     /// This request's spans; `None` when tracing is off or the route is not an LLM route.
     pub trace: Option<crate::telemetry::RequestTrace>,
+    /// A JWT or managed-key caller's policy (models, limits, budget), SPEC §13.
+    pub caller: Option<Arc<crate::identity::CallerPolicy>>,
+    /// The `Authorization` bearer was the caller's token: never a provider key.
+    pub bearer_is_identity: bool,
 }
 
 impl Default for Ctx {
@@ -117,6 +121,8 @@ impl Default for Ctx {
             body_read: false,
             abort: false,
             trace: None,
+            caller: None,
+            bearer_is_identity: false,
         }
     }
 }
@@ -427,6 +433,9 @@ impl Gateway {
         ctx.start = Instant::now();
         ctx.request_id = RequestId::for_request(session);
         let rt = self.state.runtime.load_full();
+        if session.req_header().uri.path().starts_with("/admin") {
+            return crate::identity::admin::handle(&self.state, session, ctx).await;
+        }
         let route = {
             let req = session.req_header();
             routes::classify(req.method.as_str(), req.uri.path())
@@ -482,7 +491,7 @@ impl Gateway {
                 .await;
                 Ok(())
             }
-            Route::Config => match self.check_access(&rt, session, ctx, true) {
+            Route::Config => match self.check_access(&rt, session, ctx, true).await {
                 Ok(()) => {
                     let body = serde_json::to_vec(&rt.config.redacted_json()).unwrap_or_default();
                     send_json(session, ctx, 200, Bytes::from(body)).await;
@@ -490,7 +499,7 @@ impl Gateway {
                 }
                 Err(e) => Err(e),
             },
-            Route::Metrics => match self.check_access(&rt, session, ctx, true) {
+            Route::Metrics => match self.check_access(&rt, session, ctx, true).await {
                 Ok(()) => {
                     if let Some(m) = metrics::get() {
                         for (kind, pool) in &rt.pools {
@@ -515,7 +524,7 @@ impl Gateway {
                 }
                 Err(e) => Err(e),
             },
-            Route::Models => match self.check_access(&rt, session, ctx, false) {
+            Route::Models => match self.check_access(&rt, session, ctx, false).await {
                 Ok(()) => {
                     let data: Vec<Value> = routing::catalog(&rt.config)
                         .into_iter()
@@ -629,7 +638,7 @@ impl Gateway {
 
     /// Checks the gateway access key. `operational` routes (`/config`, `/metrics`) need one
     /// only when `require_auth_header` is set; LLM routes always check a key that is sent.
-    fn check_access(
+    async fn check_access(
         &self,
         rt: &Runtime,
         session: &Session,
@@ -641,6 +650,12 @@ impl Gateway {
             return Ok(());
         }
         let header = rt.config.security.api_key_header.as_str();
+        if let Some(found) =
+            crate::identity::gate::identify(&self.state.identity, auth_cfg, session, header, ctx)
+                .await
+        {
+            return found;
+        }
         let presented = session
             .req_header()
             .headers
@@ -657,6 +672,7 @@ impl Gateway {
             Ok(Caller::Key(key)) => {
                 log::debug!(target: targets::AUTH, "request {} authenticated as key id {}", ctx.request_id, key.id);
                 ctx.key_id = Some(key.id.clone());
+                crate::identity::metrics::decision("ok", "key");
                 Ok(())
             }
             Ok(Caller::Anonymous) => Ok(()),
@@ -671,6 +687,7 @@ impl Gateway {
                 if let Some(m) = metrics::get() {
                     m.auth_failures.with_label_values(&[reason]).inc();
                 }
+                crate::identity::metrics::decision("refused", reason);
                 let message = match denied {
                     AccessDenied::Missing => {
                         format!("Missing gateway API key: send it in the {header} header.")
@@ -694,7 +711,7 @@ impl Gateway {
         route: &Route,
     ) -> Result<(), GatewayError> {
         let cfg = &rt.config;
-        self.check_access(rt, session, ctx, false)?;
+        self.check_access(rt, session, ctx, false).await?;
         let access_key = ctx
             .key_id
             .as_ref()
@@ -719,8 +736,15 @@ impl Gateway {
                 .get(respond::names::X_GOOG_API_KEY)
                 .map(|v| v.as_bytes()),
             query_key,
-            access_is_authorization,
+            access_is_authorization || ctx.bearer_is_identity,
         );
+        let caller_policy = ctx.caller.clone();
+        let key_rpm = access_key
+            .and_then(|k| k.rate_limit_rpm)
+            .or(caller_policy.as_ref().and_then(|p| p.rpm));
+        let key_tpm = access_key
+            .and_then(|k| k.tpm)
+            .or(caller_policy.as_ref().and_then(|p| p.tpm));
         let header = |name: http::HeaderName| {
             req.headers
                 .get(name)
@@ -790,7 +814,8 @@ impl Gateway {
                     || previous.is_some()
                     || matches!(op, Op::Responses { .. })
                         && memchr::memmem::find(&body, b"item_reference").is_some()
-                    || access_key.is_some_and(|k| k.tpm.is_some())
+                    || key_tpm.is_some()
+                    || caller_policy.as_ref().is_some_and(|p| p.budget.is_some())
                     || cfg.routing.strategy == Strategy::CostOptimized
                         && resolution.candidates.len() > 1
                     || resolution
@@ -880,11 +905,18 @@ impl Gateway {
                 ctx.request_id.as_str(),
             );
         }
+        if let (Some(p), Some(m)) = (&caller_policy, &requested_model) {
+            if !p.allows(m) {
+                crate::identity::metrics::decision("refused", "model_not_allowed");
+                return Err(GatewayError::ModelNotAllowed { model: m.clone() });
+            }
+        }
         // Walking the messages costs about a microsecond: done only for TPM limits and for
         // ordering a virtual model's candidates by cost.
         let needs_estimate = candidates.len() > 1
             && cfg.routing.strategy == Strategy::CostOptimized
-            || cfg.security.rate_limiting_enabled && access_key.is_some_and(|k| k.tpm.is_some());
+            || cfg.security.rate_limiting_enabled && key_tpm.is_some()
+            || caller_policy.as_ref().is_some_and(|p| p.budget.is_some());
         // The whole tree, parsed at most once and only when something needs it (a cache hit
         // on bytes seen before does not).
         let parse = || {
@@ -961,9 +993,7 @@ impl Gateway {
             String::new()
         };
         if cfg.security.rate_limiting_enabled {
-            let limit = access_key
-                .and_then(|k| k.rate_limit_rpm)
-                .unwrap_or(cfg.security.rate_limit_rpm);
+            let limit = key_rpm.unwrap_or(cfg.security.rate_limit_rpm);
             let decision = self.state.limiter.check_requests(&caller, limit).await;
             let allowed = decision.allowed;
             let retry_after_secs = decision.retry_after_secs;
@@ -982,10 +1012,8 @@ impl Gateway {
 
         // Tokens per minute: reserved now from an estimate, settled with the real usage.
         let mut reservation = None;
-        if let (true, Some(key), Some((input, output))) =
-            (cfg.security.rate_limiting_enabled, access_key, estimate)
-        {
-            if let Some(tpm) = key.tpm {
+        if let (true, Some((input, output))) = (cfg.security.rate_limiting_enabled, estimate) {
+            if let Some(tpm) = key_tpm {
                 let (decision, r) = self
                     .state
                     .limiter
@@ -1091,7 +1119,33 @@ impl Gateway {
             }
             return Err(GatewayError::Overloaded);
         };
-        let keep = primary_key.is_some() && policy.write || keep_state;
+        // USD budget (SPEC §13): the estimate reserved now, settled with the real cost
+        // (after the cache: a hit costs nothing).
+        // JWT callers without a budget skip it; managed keys always count (their spend is shown).
+        let spend = match &caller_policy {
+            Some(p) if p.budget.is_some() || !p.id.starts_with("jwt:") => {
+                let cost = with_keys.first().map_or(0.0, |(c, _)| {
+                    cost_of(cfg, c.provider.name(), &c.model, estimate.unwrap_or((0, 0)))
+                });
+                match self
+                    .state
+                    .identity
+                    .budgets
+                    .reserve(&p.id, p.budget.as_ref(), cost)
+                    .await
+                {
+                    Ok(r) => Some(r),
+                    Err(period) => {
+                        log::info!(target: targets::PROXY, "request {} refused: {} budget of {} spent", ctx.request_id, period, p.id);
+                        return Err(GatewayError::BudgetExceeded { period });
+                    }
+                }
+            }
+            _ => None,
+        };
+
+        // A budget settles with the real usage: the whole answer is kept to read it.
+        let keep = primary_key.is_some() && policy.write || keep_state || spend.is_some();
         let referable = if matches!(op, Op::Responses { .. }) {
             responses::referable(&self.state, &tenant, &body, parsed.as_ref()).await
         } else {
@@ -1119,6 +1173,9 @@ impl Gateway {
             referable,
         };
         let outcome = relay::run(&self.state, rt, session, ctx, &job).await;
+        if let (None, Some(_), Some(body)) = (ctx.usage, &spend, &outcome.complete) {
+            ctx.usage = pump::usage_of(body);
+        }
         if let (true, 200, Some(ProviderKind::Gemini), Some(body), Some(items)) = (
             keep_state,
             ctx.status,
@@ -1164,6 +1221,15 @@ impl Gateway {
                 }
             }
         }
+        if let Some(r) = spend {
+            let actual = match (ctx.usage, ctx.provider, &ctx.model) {
+                (Some(usage), Some(p), Some(m)) if ctx.cache != "HIT" => {
+                    cost_of(cfg, p.name(), m, usage)
+                }
+                _ => 0.0,
+            };
+            self.state.identity.budgets.settle(r, actual).await;
+        }
         if let Some(r) = reservation {
             let actual = ctx
                 .usage
@@ -1173,6 +1239,12 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// USD for `(input, output)` tokens of `model` at the price table (0 when unpriced).
+fn cost_of(cfg: &crate::config::Config, provider: &str, model: &str, tokens: (u64, u64)) -> f64 {
+    strategy::price_of(provider, model, &cfg.pricing)
+        .map_or(0.0, |p| strategy::estimated_cost(&p, tokens.0, tokens.1))
 }
 
 /// Who the caller is for rate limits: the gateway key id, else a hash of the client's

@@ -64,6 +64,7 @@ pub async fn continuation(
     Ok(Some(Conversation {
         id: stored.id,
         items,
+        raw: stored.context,
     }))
 }
 
@@ -99,7 +100,9 @@ pub async fn referable(
 }
 
 /// Keeps a translated answer the gateway minted: the response as the client got it, the
-/// request's input items, and the conversation so far for the next turn.
+/// request's input items, and the conversation so far for the next turn. The context is
+/// spliced from JSON already written (the stored context, the input items, the answer's
+/// `output`), never parsed back into values.
 pub async fn keep(
     state: &State,
     tenant: &str,
@@ -107,41 +110,61 @@ pub async fn keep(
     input_items: Vec<Value>,
     response: Bytes,
 ) {
-    let Ok(parsed) = serde_json::from_slice::<Value>(&response) else {
+    #[derive(serde::Deserialize)]
+    struct Answered<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        output: Option<&'a serde_json::value::RawValue>,
+    }
+    let Ok(answered) = serde_json::from_slice::<Answered<'_>>(&response) else {
         return;
     };
-    let Some(id) = parsed.get("id").and_then(Value::as_str) else {
-        return;
-    };
-    if !conversations::is_minted(id) {
+    if !conversations::is_minted(&answered.id) {
         return;
     }
-    let output = parsed
-        .get("output")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut context: Vec<Value> = conversation.map(|c| c.items.clone()).unwrap_or_default();
-    context.extend(input_items.iter().cloned());
-    context.extend(output);
-    let (Ok(input_items), Ok(context)) = (
-        serde_json::to_vec(&input_items),
-        serde_json::to_vec(&context),
-    ) else {
+    let Ok(inputs) = serde_json::to_vec(&input_items) else {
         return;
     };
+    let previous = conversation.map_or(&b""[..], |c| &c.raw);
+    let output = answered.output.map_or("", |o| o.get()).as_bytes();
+    let context = join_arrays(&[previous, &inputs, output]);
+    let id = answered.id.into_owned();
     state
         .conversations
         .put(
             tenant,
             StoredResponse {
-                id: id.to_string(),
+                id,
                 response,
-                input_items: Bytes::from(input_items),
+                input_items: Bytes::from(inputs),
                 context: Bytes::from(context),
             },
         )
         .await;
+}
+
+/// JSON arrays joined into one (`[a,b]` + `[]` + `[c]` → `[a,b,c]`); a part that is not an
+/// array (or is empty) adds nothing.
+fn join_arrays(parts: &[&[u8]]) -> Vec<u8> {
+    fn inner(p: &[u8]) -> &[u8] {
+        let p = p.trim_ascii();
+        match (p.first(), p.last()) {
+            (Some(b'['), Some(b']')) if p.len() >= 2 => p[1..p.len() - 1].trim_ascii(),
+            _ => b"",
+        }
+    }
+    let len: usize = parts.iter().map(|p| inner(p).len() + 1).sum();
+    let mut out = Vec::with_capacity(len + 2);
+    out.push(b'[');
+    for p in parts.iter().map(|p| inner(p)).filter(|p| !p.is_empty()) {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(p);
+    }
+    out.push(b']');
+    out
 }
 
 /// `GET`/`DELETE /v1/responses/{id}` and `GET …/input_items` for an id the gateway minted.
@@ -276,6 +299,20 @@ mod tests {
         assert_eq!(v["data"].as_array().map(Vec::len), Some(2));
         assert_eq!(v["first_id"], "msg_1");
         assert_eq!(v["has_more"], false);
+    }
+
+    #[test]
+    fn contexts_are_spliced_from_the_arrays_written() {
+        let j = |parts: &[&str]| {
+            let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            String::from_utf8(join_arrays(&parts)).unwrap_or_default()
+        };
+        assert_eq!(j(&["[{\"a\":1}, 2]", "[]", " [ 3 ] "]), "[{\"a\":1}, 2,3]");
+        assert_eq!(j(&["", "[1]", "null"]), "[1]");
+        assert_eq!(j(&["", "[]", ""]), "[]");
+        let v: Value =
+            serde_json::from_str(&j(&["[[1],{\"b\":[]}]", "[\"x\"]"])).unwrap_or_default();
+        assert_eq!(v, json!([[1], {"b": []}, "x"]));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Conversation {
     pub id: String,
     /// Every item so far (inputs and outputs, oldest first), as Responses input items.
     pub items: Vec<Value>,
+    /// The same items as stored (a JSON array): the next turn's context is spliced onto it.
+    pub raw: Bytes,
 }
 
 /// The upstream request for one candidate and the way back for its answer.

@@ -69,10 +69,7 @@ impl AnswerTranslation for ResponsesAnswer {
     }
 
     fn whole(&mut self, body: Bytes, _cx: &AnswerContext<'_>) -> Result<Whole, String> {
-        let cx = self
-            .cx
-            .as_ref()
-            .ok_or("the answer was already translated")?;
+        let cx = self.cx.take().ok_or("the answer was already translated")?;
         let (b, u) = responses::responses_response(&body, cx).map_err(|e| e.message)?;
         Ok(Whole {
             body: Bytes::from(b),

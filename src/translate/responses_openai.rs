@@ -114,6 +114,7 @@ mod tests {
                 json!({"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"x"}),
                 json!({"type":"message","id":"msg_2","role":"assistant","content":[{"type":"output_text","text":"hello","annotations":[]}]}),
             ],
+            raw: bytes::Bytes::new(),
         };
         let mut obj = json!({"model":"m","previous_response_id":"resp_gw0","input":"again"})
             .as_object()

@@ -4,7 +4,6 @@
 
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
-use serde_json::Value;
 
 /// `[]`, without allocating (`annotations`, `logprobs`, an item's empty `content`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -46,34 +45,16 @@ pub(crate) struct ResponseError<'a> {
     pub(crate) message: &'a str,
 }
 
-/// The request fields a `response` object repeats back, as the client sent them (or
-/// OpenAI's defaults).
-#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+/// The request fields a `response` object repeats back (as the client sent them, or OpenAI's
+/// defaults), written once per request as JSON members without the braces: the response is
+/// serialised two to four times per stream, and copying the request's `tools` and `text`
+/// into owned values for each would cost more than the answer itself.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Echo {
-    pub(crate) background: bool,
-    pub(crate) instructions: Value,
-    pub(crate) max_output_tokens: Value,
-    pub(crate) max_tool_calls: Value,
-    pub(crate) parallel_tool_calls: bool,
-    pub(crate) previous_response_id: Value,
-    pub(crate) prompt_cache_key: Value,
-    pub(crate) reasoning: Value,
-    pub(crate) safety_identifier: Value,
-    pub(crate) service_tier: Value,
-    pub(crate) store: bool,
-    pub(crate) temperature: Value,
-    pub(crate) text: Value,
-    pub(crate) tool_choice: Value,
-    pub(crate) tools: Value,
-    pub(crate) top_logprobs: u64,
-    pub(crate) top_p: Value,
-    pub(crate) truncation: Value,
-    pub(crate) user: Value,
-    pub(crate) metadata: Value,
+    pub(crate) members: Vec<u8>,
 }
 
 /// The `response` object, whole or as carried by the lifecycle events.
-#[derive(Serialize)]
 pub(crate) struct ResponseObject<'a> {
     pub(crate) id: &'a str,
     pub(crate) object: &'static str,
@@ -83,9 +64,52 @@ pub(crate) struct ResponseObject<'a> {
     pub(crate) incomplete_details: Option<IncompleteDetails>,
     pub(crate) model: &'a str,
     pub(crate) output: &'a [OutputItem],
-    #[serde(flatten)]
     pub(crate) echo: &'a Echo,
     pub(crate) usage: Option<&'a ResponseUsage>,
+}
+
+/// The members before the echo, in OpenAI's order.
+#[derive(Serialize)]
+struct Head<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: Status,
+    error: Option<ResponseError<'a>>,
+    incomplete_details: Option<IncompleteDetails>,
+    model: &'a str,
+    output: &'a [OutputItem],
+}
+
+impl ResponseObject<'_> {
+    /// Appends the object's JSON to `out`. Serialising these plain structs cannot fail.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        let head = Head {
+            id: self.id,
+            object: self.object,
+            created_at: self.created_at,
+            status: self.status,
+            error: self.error,
+            incomplete_details: self.incomplete_details,
+            model: self.model,
+            output: self.output,
+        };
+        let _ = serde_json::to_writer(&mut *out, &head);
+        out.pop(); // the head's closing brace
+        if !self.echo.members.is_empty() {
+            out.push(b',');
+            out.extend_from_slice(&self.echo.members);
+        }
+        out.extend_from_slice(b",\"usage\":");
+        let _ = serde_json::to_writer(&mut *out, &self.usage);
+        out.push(b'}');
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512 + self.echo.members.len());
+        self.write(&mut out);
+        out
+    }
 }
 
 #[derive(Serialize, Clone, Copy, Debug, Default, PartialEq)]

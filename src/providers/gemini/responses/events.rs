@@ -23,6 +23,11 @@ impl Events {
         Events { seq: 0, on }
     }
 
+    /// Whether events are written (a whole answer runs the same machine muted).
+    pub(super) fn on(&self) -> bool {
+        self.on
+    }
+
     pub(super) fn write<T: Serialize>(&mut self, out: &mut Vec<u8>, kind: &str, body: T) {
         if !self.on {
             return;
@@ -376,8 +381,7 @@ mod tests {
             {"text":"Calling."},
             {"functionCall":{"name":"f","args":{"a":1}},"thoughtSignature":"U0lH"}]},
             "finishReason":"STOP"}]});
-        let (body, _) =
-            responses_response(gemini.to_string().as_bytes(), &rcx(&json!({}))).unwrap();
+        let (body, _) = responses_response(gemini.to_string().as_bytes(), rcx(&json!({}))).unwrap();
         let resp: Value = serde_json::from_slice(&body).unwrap();
         let ev = replay(&resp);
         assert_eq!(

@@ -97,9 +97,14 @@ impl Output {
         self.body.as_deref()
     }
 
+    /// The finished response object, taken.
+    pub(super) fn take_body(&mut self) -> Option<Vec<u8>> {
+        self.body.take()
+    }
+
     /// `response.created` and `response.in_progress`, once.
     pub(super) fn start(&mut self, out: &mut Vec<u8>) {
-        if std::mem::replace(&mut self.started, true) {
+        if std::mem::replace(&mut self.started, true) || !self.ev.on() {
             return;
         }
         let body = self.object(Status::InProgress, None, &[], None);
@@ -169,7 +174,7 @@ impl Output {
             error: Some(error),
             ..self.view(Status::Failed, None, &self.items, usage.as_ref())
         };
-        let body = serde_json::to_vec(&obj).unwrap_or_default();
+        let body = obj.to_vec();
         self.ev.write_response(out, "response.failed", &body);
     }
 
@@ -201,8 +206,7 @@ impl Output {
         output: &[OutputItem],
         usage: Option<&ResponseUsage>,
     ) -> Vec<u8> {
-        // Serialising these plain structs into a Vec cannot fail.
-        serde_json::to_vec(&self.view(status, details, output, usage)).unwrap_or_default()
+        self.view(status, details, output, usage).to_vec()
     }
 
     fn response_usage(&self) -> ResponseUsage {

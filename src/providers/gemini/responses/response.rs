@@ -1,7 +1,7 @@
 //! A whole Gemini answer → a Responses `response` object, and the context every answer
 //! needs (the minted id and what the response repeats of its request).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::output::{End, Output};
 use crate::providers::gemini::error::{no_param, Result};
@@ -30,63 +30,113 @@ impl ResponsesContext {
     }
 }
 
-/// The request fields as a response repeats them, with OpenAI's defaults for the rest.
+/// The request fields as a response repeats them, with OpenAI's defaults for the rest,
+/// written straight from the request (nothing copied into owned values).
 fn echo(req: &Value) -> Echo {
     let get = |key: &str| req.get(key).filter(|v| !v.is_null());
-    let or = |key: &str, default: Value| get(key).cloned().unwrap_or(default);
     let reasoning = get("reasoning");
-    let field = |key: &str| {
-        reasoning
-            .and_then(|r| r.get(key))
-            .filter(|v| !v.is_null())
-            .cloned()
-    };
-    let summary = field("summary").or_else(|| field("generate_summary"));
+    let mut w = Members::default();
+    w.raw("background", "false");
+    w.value("instructions", get("instructions"), "null");
+    w.value("max_output_tokens", get("max_output_tokens"), "null");
+    w.raw("max_tool_calls", "null");
+    let parallel = get("parallel_tool_calls")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    w.raw(
+        "parallel_tool_calls",
+        if parallel { "true" } else { "false" },
+    );
+    w.value("previous_response_id", get("previous_response_id"), "null");
+    w.value("prompt_cache_key", get("prompt_cache_key"), "null");
+    let field = |key: &str| nested(reasoning, key);
+    w.open("reasoning");
+    w.value("effort", field("effort"), "null");
+    w.value(
+        "summary",
+        field("summary").or_else(|| field("generate_summary")),
+        "null",
+    );
+    w.close();
+    w.value("safety_identifier", get("safety_identifier"), "null");
+    match get("service_tier").and_then(Value::as_str) {
+        Some("auto") | None => w.raw("service_tier", "\"default\""),
+        Some(_) => w.value("service_tier", get("service_tier"), "null"),
+    }
+    let store = get("store").and_then(Value::as_bool).unwrap_or(true);
+    w.raw("store", if store { "true" } else { "false" });
+    w.value("temperature", get("temperature"), "null");
     let text = get("text");
-    let format = text
-        .and_then(|t| t.get("format"))
-        .filter(|v| !v.is_null())
-        .cloned()
-        .unwrap_or_else(|| json!({"type": "text"}));
-    let verbosity = text
-        .and_then(|t| t.get("verbosity"))
-        .filter(|v| !v.is_null())
-        .cloned()
-        .unwrap_or_else(|| json!("medium"));
-    let tier = match get("service_tier").and_then(Value::as_str) {
-        Some("auto") | None => json!("default"),
-        Some(other) => json!(other),
-    };
-    Echo {
-        background: false,
-        instructions: or("instructions", Value::Null),
-        max_output_tokens: or("max_output_tokens", Value::Null),
-        max_tool_calls: Value::Null,
-        parallel_tool_calls: get("parallel_tool_calls")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
-        previous_response_id: or("previous_response_id", Value::Null),
-        prompt_cache_key: or("prompt_cache_key", Value::Null),
-        reasoning: json!({"effort": field("effort"), "summary": summary}),
-        safety_identifier: or("safety_identifier", Value::Null),
-        service_tier: tier,
-        store: get("store").and_then(Value::as_bool).unwrap_or(true),
-        temperature: or("temperature", Value::Null),
-        text: json!({"format": format, "verbosity": verbosity}),
-        tool_choice: or("tool_choice", json!("auto")),
-        tools: or("tools", json!([])),
-        top_logprobs: 0,
-        top_p: or("top_p", Value::Null),
-        truncation: json!("disabled"),
-        user: or("user", Value::Null),
-        metadata: or("metadata", json!({})),
+    w.open("text");
+    w.value("format", nested(text, "format"), "{\"type\":\"text\"}");
+    w.value("verbosity", nested(text, "verbosity"), "\"medium\"");
+    w.close();
+    w.value("tool_choice", get("tool_choice"), "\"auto\"");
+    w.value("tools", get("tools"), "[]");
+    w.raw("top_logprobs", "0");
+    w.value("top_p", get("top_p"), "null");
+    w.raw("truncation", "\"disabled\"");
+    w.value("user", get("user"), "null");
+    w.value("metadata", get("metadata"), "{}");
+    Echo { members: w.out }
+}
+
+/// `outer[key]` unless absent or null.
+fn nested<'a>(outer: Option<&'a Value>, key: &str) -> Option<&'a Value> {
+    outer.and_then(|o| o.get(key)).filter(|v| !v.is_null())
+}
+
+/// JSON object members written in order (the caller adds no braces at the top level).
+#[derive(Default)]
+struct Members {
+    out: Vec<u8>,
+    /// A member was written at the current depth (so the next needs a comma).
+    more: bool,
+}
+
+impl Members {
+    fn name(&mut self, name: &str) {
+        if self.more {
+            self.out.push(b',');
+        }
+        self.more = true;
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn raw(&mut self, name: &str, json: &str) {
+        self.name(name);
+        self.out.extend_from_slice(json.as_bytes());
+    }
+
+    fn value(&mut self, name: &str, v: Option<&Value>, default: &str) {
+        match v {
+            // Writing a `Value` into a Vec cannot fail.
+            Some(v) => {
+                self.name(name);
+                let _ = serde_json::to_writer(&mut self.out, v);
+            }
+            None => self.raw(name, default),
+        }
+    }
+
+    fn open(&mut self, name: &str) {
+        self.name(name);
+        self.out.push(b'{');
+        self.more = false;
+    }
+
+    fn close(&mut self) {
+        self.out.push(b'}');
+        self.more = true;
     }
 }
 
 /// A whole (non-stream) Gemini answer → the `response` object as JSON bytes, and usage.
-pub fn responses_response(gemini: &[u8], cx: &ResponsesContext) -> Result<(Vec<u8>, Usage)> {
+pub fn responses_response(gemini: &[u8], cx: ResponsesContext) -> Result<(Vec<u8>, Usage)> {
     let resp = parse_response(gemini)?;
-    let mut output = Output::new(cx.clone(), false);
+    let mut output = Output::new(cx, false);
     let mut muted = Vec::new();
     output.answer(&resp, &mut muted);
     if !output.ended() {
@@ -95,9 +145,9 @@ pub fn responses_response(gemini: &[u8], cx: &ResponsesContext) -> Result<(Vec<u
     output.complete(&mut muted);
     let usage = output.usage().unwrap_or_default();
     let body = output
-        .body()
+        .take_body()
         .ok_or_else(|| no_param("the answer could not be written"))?;
-    Ok((body.to_vec(), usage))
+    Ok((body, usage))
 }
 
 #[cfg(test)]
@@ -107,9 +157,10 @@ mod tests {
     use crate::providers::gemini::responses::request::responses_request;
     use crate::providers::gemini::responses::test_support::*;
     use crate::providers::gemini::test_support::v;
+    use serde_json::json;
 
     fn answer(gemini: &Value, req: &Value) -> (Value, Usage) {
-        let (body, usage) = responses_response(gemini.to_string().as_bytes(), &rcx(req)).unwrap();
+        let (body, usage) = responses_response(gemini.to_string().as_bytes(), rcx(req)).unwrap();
         (serde_json::from_slice(&body).unwrap(), usage)
     }
 
@@ -188,11 +239,20 @@ mod tests {
             assert_eq!(got[key], want, "{key}");
         }
         let null_cx = ResponsesContext::new(&Value::Null, String::new(), String::new(), 0);
+        let members = String::from_utf8(null_cx.echo.members).unwrap();
+        let defaults: Value = serde_json::from_str(&format!("{{{members}}}")).unwrap();
         assert_eq!(
-            null_cx.echo.tools,
+            defaults["tools"],
             json!([]),
             "a missing request echoes defaults"
         );
+        assert_eq!(
+            defaults["text"],
+            json!({"format":{"type":"text"},"verbosity":"medium"})
+        );
+        assert_eq!(defaults["reasoning"], json!({"effort":null,"summary":null}));
+        assert_eq!(defaults["service_tier"], "default");
+        assert_eq!(defaults["metadata"], json!({}));
     }
 
     #[test]
@@ -235,8 +295,11 @@ mod tests {
         assert_eq!(usage.total_tokens, 70);
         let mut other = rcx(&json!({}));
         other.id = "resp_gwother".into();
-        let (body, _) =
-            responses_response(fixture!("response_tool_calls.json").as_bytes(), &other).unwrap();
+        let (body, _) = responses_response(
+            fixture!("response_tool_calls.json").as_bytes(),
+            other.clone(),
+        )
+        .unwrap();
         let other: Value = serde_json::from_slice(&body).unwrap();
         assert_ne!(
             other["output"][1]["call_id"], a["call_id"],
@@ -306,9 +369,9 @@ mod tests {
     #[test]
     fn upstream_error_body_is_an_error() {
         assert!(
-            responses_response(fixture!("error_429.json").as_bytes(), &rcx(&json!({}))).is_err()
+            responses_response(fixture!("error_429.json").as_bytes(), rcx(&json!({}))).is_err()
         );
-        assert!(responses_response(b"not json", &rcx(&json!({}))).is_err());
+        assert!(responses_response(b"not json", rcx(&json!({}))).is_err());
     }
 
     #[test]
@@ -401,8 +464,7 @@ mod tests {
         let req = json!({"input":"weather?"});
         let first = responses_request(&req, &[], "gemini-3-pro-preview").unwrap();
         let (body_bytes, _) =
-            responses_response(fixture!("response_tool_calls.json").as_bytes(), &rcx(&req))
-                .unwrap();
+            responses_response(fixture!("response_tool_calls.json").as_bytes(), rcx(&req)).unwrap();
         let got: Value = serde_json::from_slice(&body_bytes).unwrap();
         let output = got["output"].as_array().unwrap();
         let mut history = first.input_items.clone();

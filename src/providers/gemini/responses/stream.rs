@@ -270,7 +270,7 @@ mod tests {
         // The same items as the whole answer to the same parts.
         let (whole, _) = responses_response(
             fixture!("response_tool_calls.json").as_bytes(),
-            &rcx(&json!({"input":"q"})),
+            rcx(&json!({"input":"q"})),
         )
         .unwrap();
         let whole: Value = serde_json::from_slice(&whole).unwrap();
@@ -333,7 +333,7 @@ mod tests {
         let whole = json!({"candidates":[{"content":{"parts":parts},"finishReason":"STOP"}],
             "usageMetadata":v(MIXED)[4]["usageMetadata"]});
         let (body, usage) =
-            responses_response(whole.to_string().as_bytes(), &rcx(&json!({"input":"q"}))).unwrap();
+            responses_response(whole.to_string().as_bytes(), rcx(&json!({"input":"q"}))).unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body, fin, "same items, ids and signatures either way");
         let kinds: Vec<&str> = fin["output"]

@@ -1,0 +1,213 @@
+"""SPEC §13: JWT bearer tokens as caller identity.
+
+A JWKS served over HTTP by the test, tokens minted with PyJWT (cryptography keys), the
+official OpenAI SDK with api_key=<token>; the mock provider must never see a token.
+"""
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+import openai
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from conftest import provider_config
+
+ISS = "https://issuer.test"
+AUD = "llm-gateway"
+
+
+class Jwks:
+    """A JWKS endpoint the test controls: its keys, whether it is up, and its hit count."""
+
+    def __init__(self):
+        self.keys = []
+        self.up = True
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.hits += 1
+                if not outer.up:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                body = json.dumps({"keys": outer.keys}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add(self, kid, private, alg):
+        pub = private.public_key()
+        conv = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}[alg]
+        jwk = conv.to_jwk(pub, as_dict=True)
+        jwk.update({"kid": kid, "use": "sig"})
+        self.keys.append(jwk)
+
+    def stop(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def jwks():
+    j = Jwks()
+    yield j
+    j.stop()
+
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+ED_KEY = ed25519.Ed25519PrivateKey.generate()
+
+
+def mint(private, alg, kid, **claims):
+    now = int(time.time())
+    body = {"sub": "alice", "iss": ISS, "aud": AUD, "iat": now, "exp": now + 300, "jti": uuid.uuid4().hex}
+    body.update(claims)
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, private, algorithm=alg, headers={"kid": kid})
+
+
+def start(mock, start_gateway, jwks, **jwt_extra):
+    cfg = provider_config(mock.url)
+    cfg["auth"] = {
+        "mode": "hybrid",
+        "jwt": {"jwks_url": jwks.url, "issuer": ISS, "audiences": [AUD], "leeway_s": 5,
+                "jwks_min_refresh_s": 0, **jwt_extra},
+    }
+    return start_gateway(cfg)
+
+
+def assert_token_never_upstream(mock, *tokens):
+    dump = json.dumps(mock.requests())
+    for t in tokens:
+        assert t not in dump, "a JWT reached the provider"
+        assert t[-20:] not in dump, "part of a JWT reached the provider"
+
+
+def chat(g, token, model="gpt-4o-mini", header="Authorization"):
+    value = f"Bearer {token}" if header == "Authorization" else token
+    return requests.post(f"{g.url}/v1/chat/completions", timeout=10, headers={header: value},
+                         json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_valid_rs256_es256_and_eddsa_tokens_with_the_openai_sdk(mock, start_gateway, jwks):
+    jwks.add("rsa-1", RSA_KEY, "RS256")
+    jwks.add("ec-1", EC_KEY, "ES256")
+    jwks.add("ed-1", ED_KEY, "EdDSA")
+    g = start(mock, start_gateway, jwks)
+    assert jwks.hits >= 1, "the JWKS is fetched at start"
+    tokens = []
+    for key, alg, kid in [(RSA_KEY, "RS256", "rsa-1"), (EC_KEY, "ES256", "ec-1"), (ED_KEY, "EdDSA", "ed-1")]:
+        token = mint(key, alg, kid)
+        tokens.append(token)
+        client = openai.OpenAI(api_key=token, base_url=f"{g.url}/v1", max_retries=0)
+        r = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert r.choices[0].message.content, alg
+        assert mock.requests()[-1]["headers"]["authorization"] == "Bearer gw-openai-key", \
+            "the gateway's provider key is used, never the token"
+    assert_token_never_upstream(mock, *tokens)
+    # The caller id from `sub` names the request in the access log.
+    deadline = time.time() + 3
+    while time.time() < deadline and not any(r.get("key_id") == "jwt:alice" for r in g.access_logs()):
+        time.sleep(0.05)
+    assert any(r.get("key_id") == "jwt:alice" for r in g.access_logs()), "caller id logged"
+    metrics = requests.get(f"{g.url}/metrics", timeout=5).text
+    assert 'gateway_auth_decisions_total{reason="jwt",result="ok"} 3' in metrics, metrics[-2000:]
+
+
+@pytest.mark.parametrize("claims,needle,reason", [
+    ({"exp": int(time.time()) - 120}, "expired", "jwt_expired"),
+    ({"nbf": int(time.time()) + 120}, "not yet valid", "jwt_not_yet_valid"),
+    ({"iss": "https://evil.test"}, "issuer", "jwt_wrong_issuer"),
+    ({"aud": "someone-else"}, "audience", "jwt_wrong_audience"),
+    ({"exp": None}, "`exp` is missing", "jwt_missing_claim"),
+])
+def test_each_failed_check_is_a_401_naming_it(mock, start_gateway, jwks, claims, needle, reason):
+    jwks.add("rsa-1", RSA_KEY, "RS256")
+    g = start(mock, start_gateway, jwks)
+    token = mint(RSA_KEY, "RS256", "rsa-1", **claims)
+    r = chat(g, token)
+    assert r.status_code == 401, r.text
+    err = r.json()["error"]
+    assert needle in err["message"], err
+    assert err["type"] == "authentication_error"
+    assert mock.requests() == [], "no upstream call for a refused token"
+    assert f'reason="{reason}",result="refused"' in requests.get(f"{g.url}/metrics", timeout=5).text
+    assert any("refused" in line and reason in line for line in g.log_lines()), "refusal logged"
+
+
+def test_bad_signature_alg_none_malformed_and_huge_tokens(mock, start_gateway, jwks):
+    jwks.add("rsa-1", RSA_KEY, "RS256")
+    g = start(mock, start_gateway, jwks)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = mint(other, "RS256", "rsa-1")
+    r = chat(g, forged)
+    assert r.status_code == 401 and "signature" in r.json()["error"]["message"], r.text
+    unsigned = jwt.encode({"sub": "alice", "iss": ISS, "aud": AUD, "exp": int(time.time()) + 60},
+                          None, algorithm="none")
+    r = chat(g, unsigned)
+    assert r.status_code == 401 and "alg none" in r.json()["error"]["message"], r.text
+    # HS256 with the RSA public key as the secret (the classic confusion) is refused.
+    r = chat(g, "eyJhbGciOiJIUzI1NiIsImtpZCI6InJzYS0xIn0.eyJzdWIiOiJhIn0.c2ln")
+    assert r.status_code == 401, r.text
+    r = chat(g, "eyJ" + "a" * 20000 + ".b.c")
+    assert r.status_code == 401 and "too large" in r.json()["error"]["message"], r.text
+    r = chat(g, "eyJnot-json.eyJx.sig")
+    assert r.status_code == 401 and "malformed" in r.json()["error"]["message"], r.text
+    assert mock.requests() == []
+
+
+def test_rotation_picked_up_on_unknown_kid_and_jwks_down_keeps_cached_keys(mock, start_gateway, jwks):
+    jwks.add("rsa-1", RSA_KEY, "RS256")
+    g = start(mock, start_gateway, jwks)
+    assert chat(g, mint(RSA_KEY, "RS256", "rsa-1")).status_code == 200
+    # The issuer rotates: a new key appears at the JWKS.
+    jwks.add("ec-2", EC_KEY, "ES256")
+    hits = jwks.hits
+    r = chat(g, mint(EC_KEY, "ES256", "ec-2"))
+    assert r.status_code == 200, r.text
+    assert jwks.hits == hits + 1, "one fetch for the unknown kid"
+    # A kid nobody knows: refused, naming the unknown key.
+    r = chat(g, mint(EC_KEY, "ES256", "nope"))
+    assert r.status_code == 401 and "unknown key" in r.json()["error"]["message"], r.text
+    # The JWKS goes down: keys fetched before keep verifying new tokens.
+    jwks.up = False
+    for key, alg, kid in [(RSA_KEY, "RS256", "rsa-1"), (EC_KEY, "ES256", "ec-2")]:
+        r = chat(g, mint(key, alg, kid, sub="bob"))
+        assert r.status_code == 200, r.text
+    assert len(mock.requests()) == 4
+
+
+def test_models_and_rpm_claims_and_header_tokens(mock, start_gateway, jwks):
+    jwks.add("rsa-1", RSA_KEY, "RS256")
+    cfg_extra = {}
+    g = start(mock, start_gateway, jwks, **cfg_extra)
+    token = mint(RSA_KEY, "RS256", "rsa-1", sub="carol", models=["gpt-4o-mini"], rpm=2)
+    r = chat(g, token, model="gemini-2.0-flash")
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "model_not_allowed"
+    assert mock.requests() == []
+    # The token in the access-key header works the same way.
+    assert chat(g, token, header="X-API-Key").status_code == 200
+    assert chat(g, token).status_code == 200
+    r = chat(g, token)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded", \
+        "the rpm claim limits the caller"
+    assert_token_never_upstream(mock, token)
