@@ -20,6 +20,11 @@ direct `streamGenerateContent?alt=sse` call to the mock.
     python3 loadtest/run.py --duration 5 --rounds 5 --results FILE   # more rounds, written elsewhere
     python3 loadtest/run.py --only responses --rounds 7               # the Responses-on-Gemini rows only
     python3 loadtest/run.py --only genai --rounds 7                   # google-genai on gpt-4o-mini only
+    python3 loadtest/run.py --only tracing --rounds 5                 # tracing on (sampler 1.0) vs off
+
+With `--only tracing` the traced gateway exports every span (OTLP/HTTP) to a sink in this
+script that reads each export and answers 200, on the load generator's CPU; the gateway's own
+batch thread shares the gateway's CPU, as it would in production.
 
 Everything targets 127.0.0.1 and stops by itself.
 """
@@ -353,8 +358,8 @@ def responses_lines(results, ttfe, b):
     ]
 
 
-def gateway_config(mock_port, cache, log_level="warn"):
-    return f"""
+def gateway_config(mock_port, cache, log_level="warn", extra=""):
+    return extra + f"""
 server: {{ host: 127.0.0.1, max_concurrent_requests: 4096 }}
 auth: {{ mode: gateway }}
 providers:
@@ -367,10 +372,10 @@ logging: {{ level: {log_level}, format: json }}
 """
 
 
-def start_gateway(mock_port, cache, tmp, log_level="warn"):
+def start_gateway(mock_port, cache, tmp, log_level="warn", extra="", name=""):
     port = free_port()
-    cfg = Path(tmp) / f"gw-{cache}-{log_level}.yaml"
-    cfg.write_text(gateway_config(mock_port, cache, log_level))
+    cfg = Path(tmp) / f"gw-{cache}-{log_level}{name}.yaml"
+    cfg.write_text(gateway_config(mock_port, cache, log_level, extra))
     g = Proc([str(RELEASE / "llm-gateway"), "--config", str(cfg), "--port", str(port)], PROXY_CPU)
     wait_port(port)
     time.sleep(0.5)
@@ -504,6 +509,96 @@ def responses_only(args):
         Path(args.results).write_text(text)
 
 
+class OtlpSink:
+    """Takes OTLP/HTTP exports as a collector would (reads the body, answers 200) and counts
+    their bytes; decoding is the collector's cost, not the gateway's."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.bytes = 0
+        self.exports = 0
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                n = len(self.rfile.read(int(self.headers.get("content-length", 0))))
+                sink.bytes += n
+                sink.exports += 1
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def span_counts(port):
+    out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r'gateway_trace_spans_total\{result="(\w+)"\} (\S+)', out)}
+
+
+def tracing_only(args):
+    """`--only tracing`: the OpenAI chat route with tracing off and on (sampler 1.0: every
+    request exports a server and a client span), in alternating rounds (SPEC §15)."""
+    tmp = tempfile.mkdtemp(prefix="loadtest-")
+    chat = {"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "Say hello to the load test."}]}
+    mock_port = free_port()
+    mock = Proc([str(RELEASE / "mock-provider"), "--port", str(mock_port)], LOAD_CPU)
+    wait_port(mock_port)
+    sink = OtlpSink()
+    traced = f"tracing: {{ otlp_endpoint: 'http://127.0.0.1:{sink.port}', sampler: always_on }}\n"
+    off, off_port = start_gateway(mock_port, cache=False, tmp=tmp)
+    on, on_port = start_gateway(mock_port, cache=False, tmp=tmp, extra=traced, name="-traced")
+    d, c = args.duration, args.connections
+    path = "/v1/chat/completions"
+    scenarios = [("gateway, tracing off", off_port, off.p.pid), ("gateway, tracing on (sampler 1.0)", on_port, on.p.pid)]
+    try:
+        for _name, port, _pid in scenarios:
+            check_answer(port, path, chat, b'"choices"')
+            wrk(f"http://127.0.0.1:{port}{path}", chat, 1, c)
+        runs = {name: [] for name, *_ in scenarios}
+        for _ in range(args.rounds):
+            for name, port, pid in scenarios:
+                runs[name].append(wrk(f"http://127.0.0.1:{port}{path}", chat, d, c, pid=pid))
+        time.sleep(2)  # the last batches leave
+        spans = span_counts(on_port)
+    finally:
+        on.stop()
+        off.stop()
+        mock.stop()
+        sink.stop()
+    results = {name: median_run(rs) for name, rs in runs.items()}
+    base = results["gateway, tracing off"]
+    lines = ["# Load test results: tracing on vs off\n"]
+    lines.append(f"Command: `python3 loadtest/run.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}; {os.cpu_count()} vCPU, wrk -t1 -c{c} -d{d}s, medians of {args.rounds} alternating round(s), gateways pinned to CPU {PROXY_CPU}, mock, wrk and the OTLP sink to CPU {LOAD_CPU}, release build.\n")
+    lines.append("| scenario | req/s | p50 ms | p99 ms | CPU µs/req | vs tracing off | non-2xx | req/s of each round |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name, r in results.items():
+        each = " / ".join(f"{x['rps']:.0f}" for x in runs[name])
+        lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['cpu_us']:.1f} | {r['rps'] / base['rps']:.2f}× | {r['non2xx']} | {each} |")
+    on_r = results["gateway, tracing on (sampler 1.0)"]
+    ratio = on_r["rps"] / base["rps"]
+    lines.append("")
+    lines.append(f"Spans: {spans.get('exported', 0):.0f} exported, {spans.get('dropped_queue_full', 0):.0f} dropped (queue full), {spans.get('dropped_export_failed', 0):.0f} dropped (export failed); the sink took {sink.exports} exports, {sink.bytes / 1e6:.1f} MB.")
+    lines.append(f"Target (SPEC §15): tracing on at sampler 1.0 ≥ 0.9× tracing off: **{ratio:.2f}×, {'met' if ratio >= 0.9 else 'NOT met'}**.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.results:
+        Path(args.results).write_text(text)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk scenario")
@@ -514,7 +609,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="3 s scenarios, 1 round, 30 s soak, 200 streams")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--results", help="file to write (default: loadtest/RESULTS.md, or RESULTS-quick.md with --quick)")
-    ap.add_argument("--only", choices=("responses", "genai"), help="only the Responses-on-Gemini (or google-genai-on-OpenAI) scenarios and their targets (printed; written with --results)")
+    ap.add_argument("--only", choices=("responses", "genai", "tracing"), help="only the Responses-on-Gemini (or google-genai-on-OpenAI, or tracing on vs off) scenarios and their targets (printed; written with --results)")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.rounds, args.soak, args.streams = 3, 1, 30, 200
@@ -532,6 +627,8 @@ def main():
         return responses_only(args)
     if args.only == "genai":
         return genai_only(args)
+    if args.only == "tracing":
+        return tracing_only(args)
 
     tmp = tempfile.mkdtemp(prefix="loadtest-")
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the load test."}]}

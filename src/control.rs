@@ -118,6 +118,8 @@ impl Control {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         log::info!(target: targets::SERVER, "drained; exiting");
+        // The spans of the last requests leave too (a dead collector costs at most this).
+        crate::telemetry::flush(Duration::from_secs(2));
         log::logger().flush();
         std::process::exit(0);
     }

@@ -28,5 +28,6 @@ pub mod server;
 pub mod sse;
 pub mod state;
 pub mod strategy;
+pub mod telemetry;
 pub mod translate;
 pub mod upstream;

@@ -21,6 +21,7 @@ pub mod targets {
     pub const ROUTER: &str = "gateway:router";
     pub const SERVER: &str = "gateway:server";
     pub const UPSTREAM: &str = "gateway:upstream";
+    pub const TRACING: &str = "gateway:tracing";
 }
 
 struct Settings {

@@ -87,6 +87,10 @@ fn main() -> ExitCode {
     for w in &loaded.warnings {
         log::warn!(target: logging::targets::CONFIG, "{w}");
     }
+    if let Err(e) = llm_gateway::telemetry::init(&loaded.config.tracing) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
     let source = ConfigSource {
         path: path.clone(),
         overrides: args.overrides.clone(),

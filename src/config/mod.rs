@@ -6,6 +6,7 @@
 mod file;
 pub mod identity;
 pub mod secret;
+mod tracing;
 
 use file::{parse_bool_str, section, Fields, Problems};
 pub use secret::{Secret, SecretUrl, REDACTED};
@@ -14,6 +15,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+pub use tracing::{Sampler, TracingConfig};
 
 /// The providers this gateway speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -124,6 +126,8 @@ pub struct Config {
     pub responses: ResponsesConfig,
     pub security: SecurityConfig,
     pub logging: LoggingConfig,
+    /// OpenTelemetry traces (SPEC §15).
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -367,6 +371,17 @@ pub const ENV_VARS: &[&str] = &[
     "DEBUG",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
 ];
 
 /// 64 KiB: what common servers accept for a whole request header block (nginx's
@@ -402,6 +417,7 @@ impl Config {
                 "responses",
                 "security",
                 "logging",
+                "tracing",
             ],
             &mut p,
         );
@@ -419,6 +435,7 @@ impl Config {
             responses: responses(get("responses"), &mut p),
             security: security(get("security"), &mut p),
             logging: logging(get("logging"), &mut p),
+            tracing: tracing::tracing(get("tracing"), env, &mut p),
         };
         for path in unset {
             if path.ends_with("api_key") {

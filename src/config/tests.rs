@@ -193,7 +193,7 @@ fn an_unknown_key_is_named_with_its_path() {
     );
     assert_eq!(
         errors("cahce: {}\n"),
-        vec!["cahce: unknown field (expected one of: server, auth, providers, routing, pricing, cache, responses, security, logging)"]
+        vec!["cahce: unknown field (expected one of: server, auth, providers, routing, pricing, cache, responses, security, logging, tracing)"]
     );
 }
 

@@ -124,6 +124,9 @@ async fn take_whole(
     match read_whole(state, session, &mut up, limit, timeout).await {
         Ok(body) => {
             ctx.upstream_done = Some(Instant::now());
+            if let Some(t) = &mut ctx.trace {
+                t.answer_body(&body);
+            }
             release(state, up, &peer, addr).await;
             Some(body)
         }

@@ -86,6 +86,8 @@ pub struct Ctx {
     /// The answer was cut after its header went out: the connection must be dropped without
     /// an end of body (Pingora would otherwise finish a chunked body cleanly).
     pub abort: bool,
+    /// This request's spans; `None` when tracing is off or the route is not an LLM route.
+    pub trace: Option<crate::telemetry::RequestTrace>,
     /// A JWT or managed-key caller's policy (models, limits, budget), SPEC §13.
     pub caller: Option<Arc<crate::identity::CallerPolicy>>,
     /// The `Authorization` bearer was the caller's token: never a provider key.
@@ -118,6 +120,7 @@ impl Default for Ctx {
             cors_exact: false,
             body_read: false,
             abort: false,
+            trace: None,
             caller: None,
             bearer_is_identity: false,
         }
@@ -162,6 +165,9 @@ struct Head<'a> {
     store: Option<bool>,
     #[serde(borrow)]
     previous_response_id: Option<Cow<'a, str>>,
+    /// For the trace's `gen_ai.request.max_tokens`, whichever name the API uses.
+    #[serde(alias = "max_completion_tokens", alias = "max_output_tokens")]
+    max_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +265,9 @@ impl ProxyHttp for Gateway {
     /// Runs after the answer: one access-log line and the request metrics.
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let duration = ctx.start.elapsed();
+        if let Some(trace) = ctx.trace.take() {
+            trace.finish(ctx);
+        }
         let req = session.req_header();
         let provider = ctx.provider.map(|p| p.name());
         logging::access(&AccessRecord {
@@ -432,6 +441,17 @@ impl Gateway {
             routes::classify(req.method.as_str(), req.uri.path())
         };
         ctx.route = route.label();
+        if matches!(
+            route,
+            Route::ChatCompletions
+                | Route::Embeddings
+                | Route::Responses
+                | Route::StoredResponse { .. }
+                | Route::OpenAiPassthrough
+                | Route::GeminiNative { .. }
+        ) {
+            ctx.trace = crate::telemetry::start(session.req_header(), ctx.route);
+        }
         if rt.config.security.cors_enabled {
             cors_origin(&rt.config.security.cors_origins, session, ctx);
         }
@@ -580,6 +600,9 @@ impl Gateway {
         op: Op,
     ) -> Result<(), GatewayError> {
         ctx.cache = "HIT";
+        if let Some(t) = &ctx.trace {
+            t.cache_hit();
+        }
         ctx.provider = ProviderKind::from_name(&hit.provider);
         ctx.model = Some(hit.model.clone());
         ctx.usage = None;
@@ -753,6 +776,7 @@ impl Gateway {
         // Responses API: whether the answer is kept, and the conversation it continues.
         let mut store = false;
         let mut previous: Option<String> = None;
+        let mut max_tokens = None;
         let (op, needs_tree, requested_model, mut candidates, is_virtual) = match route {
             Route::ChatCompletions | Route::Embeddings | Route::Responses => {
                 let head: Head =
@@ -769,6 +793,7 @@ impl Gateway {
                         param: Some("model".into()),
                     })?;
                 let resolution = routing::resolve(cfg, &model)?;
+                max_tokens = head.max_tokens;
                 let op = match route {
                     Route::Embeddings => Op::Embeddings,
                     Route::Responses => {
@@ -872,6 +897,14 @@ impl Gateway {
             }
         };
         ctx.model = requested_model.clone();
+        if let Some(t) = ctx.trace.as_mut() {
+            t.request(
+                op,
+                requested_model.as_deref(),
+                max_tokens,
+                ctx.request_id.as_str(),
+            );
+        }
         if let (Some(p), Some(m)) = (&caller_policy, &requested_model) {
             if !p.allows(m) {
                 crate::identity::metrics::decision("refused", "model_not_allowed");
@@ -970,6 +1003,9 @@ impl Gateway {
                     m.rate_limited.with_label_values(&["requests"]).inc();
                 }
                 log::info!(target: targets::PROXY, "request {} rate limited ({} requests/min)", ctx.request_id, limit);
+                if let Some(t) = &ctx.trace {
+                    t.rate_limited("requests", retry_after_secs);
+                }
                 return Err(GatewayError::RateLimited { retry_after_secs });
             }
         }
@@ -986,6 +1022,9 @@ impl Gateway {
                 if !decision.allowed {
                     if let Some(m) = metrics::get() {
                         m.rate_limited.with_label_values(&["tokens"]).inc();
+                    }
+                    if let Some(t) = &ctx.trace {
+                        t.rate_limited("tokens", decision.retry_after_secs);
                     }
                     return Err(GatewayError::RateLimited {
                         retry_after_secs: decision.retry_after_secs,

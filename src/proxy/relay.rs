@@ -137,6 +137,9 @@ pub async fn run(
     let deadline = Instant::now() + rt.config.server.request_timeout;
     let failover = rt.config.routing.failover_enabled;
     let secrets = request_secrets(rt, job);
+    if let Some(t) = &ctx.trace {
+        t.capture_input(&job.body, &secrets);
+    }
     let mut last_error: Option<String> = None;
     let mut timed_out = false;
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -196,7 +199,20 @@ pub async fn run(
             let timeout = provider_cfg.timeout.min(deadline - now);
             let attempt_started = Instant::now();
             ctx.attempt_started = Some(attempt_started);
-            let attempt = send_attempt(state, &peer, addr, &prepared, &key, job, timeout);
+            let trace = ctx
+                .trace
+                .as_mut()
+                .and_then(|t| t.begin_attempt(cand.provider, &cand.model, &peer, ctx.attempts));
+            let attempt = send_attempt(
+                state,
+                &peer,
+                addr,
+                &prepared,
+                &key,
+                job,
+                timeout,
+                trace.as_ref(),
+            );
             let outcome = tokio::select! {
                 r = attempt => r,
                 _ = client_gone(session) => {
@@ -249,6 +265,9 @@ pub async fn run(
                 Err(f) => f,
             };
             log::warn!(target: targets::UPSTREAM, "request {} attempt {} to {} ({}) failed: {}", ctx.request_id, ctx.attempts, cand.provider.name(), peer.authority, failure.message);
+            if let Some(t) = &mut ctx.trace {
+                t.fail_attempt(failure.kind, &failure.message);
+            }
             if failure.kind.is_peer_failure() {
                 peer.stats.passive.record_failure(Instant::now());
             }
@@ -372,6 +391,7 @@ fn request_header(
     key: &UpstreamKey,
     len: usize,
     stream: bool,
+    trace: Option<&crate::telemetry::TraceHeaders>,
 ) -> Result<RequestHeader, String> {
     use http::header;
     let uri = http::Uri::try_from(path).map_err(|e| format!("invalid upstream path: {e}"))?;
@@ -406,6 +426,12 @@ fn request_header(
     for (k, v) in &job.forward_headers {
         h.insert(k.clone(), v.clone());
     }
+    if let Some(t) = trace {
+        h.insert(crate::telemetry::TRACEPARENT, t.traceparent.clone());
+        if let Some(state) = &t.tracestate {
+            h.insert(crate::telemetry::TRACESTATE, state.clone());
+        }
+    }
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = job.method.clone();
     parts.uri = uri;
@@ -414,6 +440,7 @@ fn request_header(
 }
 
 /// One attempt: connect (pooled), send header and body, wait for the response header.
+#[allow(clippy::too_many_arguments)]
 async fn send_attempt(
     state: &State,
     peer: &Arc<PeerInfo>,
@@ -422,6 +449,7 @@ async fn send_attempt(
     key: &UpstreamKey,
     job: &Job,
     timeout: Duration,
+    trace: Option<&crate::telemetry::TraceHeaders>,
 ) -> Result<(HttpSession, http::StatusCode), Failure> {
     let path = if prepared.native_root {
         format!(
@@ -433,8 +461,16 @@ async fn send_attempt(
         format!("{}{}", peer.address.base_path, prepared.suffix)
     };
     let build = || {
-        request_header(peer, &path, job, key, prepared.body.len(), prepared.stream)
-            .map_err(|message| Failure::transport(FailureKind::Connect, message))
+        request_header(
+            peer,
+            &path,
+            job,
+            key,
+            prepared.body.len(),
+            prepared.stream,
+            trace,
+        )
+        .map_err(|message| Failure::transport(FailureKind::Connect, message))
     };
     // Built before connecting so that a bad path or key fails without using a connection.
     let first = build()?;

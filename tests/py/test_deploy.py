@@ -36,7 +36,9 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 DEPLOY = REPO / "deploy"
 K8S = REPO / "k8s"
-COMPOSE_FILES = [DEPLOY / "docker-compose.yml", DEPLOY / "docker-compose.redis.yml"]
+TRACING_COMPOSE = DEPLOY / "docker-compose.tracing.yml"
+COLLECTOR_CONFIG = DEPLOY / "otel" / "collector.yaml"
+COMPOSE_FILES = [DEPLOY / "docker-compose.yml", DEPLOY / "docker-compose.redis.yml", TRACING_COMPOSE]
 ECS_FILE = DEPLOY / "ecs-task-definition.json"
 CLOUDRUN_FILE = DEPLOY / "cloudrun.yaml"
 MOUNTED_CONFIG = DEPLOY / "config" / "gateway.yaml"
@@ -214,7 +216,7 @@ def gateway_env_names() -> set[str]:
         "OPENAI_API_KEY", "GEMINI_API_KEY", "CACHE_ENABLED", "RATE_LIMITING_ENABLED",
         "CORS_ENABLED", "MAX_CONCURRENT_REQUESTS", "REQUEST_TIMEOUT",
         "HEALTH_CHECK_INTERVAL_MS", "REDIS_URL", "DEBUG", "LOG_LEVEL", "LOG_FORMAT",
-    }
+    } | {name for name in os.environ if name.startswith("OTEL_")}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -611,6 +613,48 @@ def test_compose_redis():
     assert "redis-cli" in redis["healthcheck"]["test"]
     for mapping in redis.get("ports", []):
         assert str(mapping).startswith("127.0.0.1:"), "password-less Redis stays on loopback"
+
+
+def test_compose_tracing():
+    """The tracing compose file: gateway -> OpenTelemetry Collector (OTLP/HTTP) -> Jaeger."""
+    compose = load_yaml(TRACING_COMPOSE)
+    assert set(compose["services"]) == {GATEWAY_SERVICE, "otel-collector", "jaeger"}
+    gw, col, jaeger = (compose["services"][n] for n in (GATEWAY_SERVICE, "otel-collector", "jaeger"))
+    env = compose_env(gw)
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318", "OTLP/HTTP's port"
+    assert "otel-collector" in gw["depends_on"]
+    assert re.fullmatch(r"otel/opentelemetry-collector-contrib:\d+\.\d+\.\d+", col["image"]), "a pinned image"
+    assert re.fullmatch(r"jaegertracing/jaeger:\d+\.\d+\.\d+", jaeger["image"]), "a pinned image"
+    (mount,) = col["volumes"]
+    host, target = mount.split(":")[:2]
+    assert (TRACING_COMPOSE.parent / host).resolve() == COLLECTOR_CONFIG
+    assert f"--config={target}" in col["command"]
+    for mapping in jaeger.get("ports", []):
+        assert str(mapping).startswith("127.0.0.1:"), "the unauthenticated UI stays on loopback"
+    assert "ports" not in col, "the collector is reached over the compose network only"
+
+    cfg = load_yaml(COLLECTOR_CONFIG)
+    assert cfg["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"
+    (pipeline,) = cfg["service"]["pipelines"].values()
+    assert pipeline["receivers"] == ["otlp"]
+    for name in pipeline["exporters"]:
+        endpoint = cfg["exporters"][name]["endpoint"]
+        assert endpoint.split(":")[0] in compose["services"], f"{name} sends to a service of the file"
+    for name in pipeline["processors"]:
+        assert name in cfg["processors"]
+
+
+def test_gateway_reads_the_tracing_compose_env(tmp_path: Path):
+    gw = load_yaml(TRACING_COMPOSE)["services"][GATEWAY_SERVICE]
+    otel = {k: v for k, v in compose_env(gw).items() if k.startswith("OTEL_")}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(MOUNTED_CONFIG.read_text())
+    res = run_gateway(["--check", "--config", str(path)], clean_env(**otel))
+    assert res.returncode == 0, res.stdout + res.stderr
+    tracing = json.loads(res.stdout)["tracing"]
+    assert tracing["enabled"] is True
+    assert tracing["otlp_endpoint"] == "http://otel-collector:4318/v1/traces"
+    assert tracing["sampler"] == {"parent_based": True, "ratio": float(otel["OTEL_TRACES_SAMPLER_ARG"])}
 
 
 def _docker_compose_available() -> bool:
