@@ -165,9 +165,24 @@ struct Head<'a> {
     store: Option<bool>,
     #[serde(borrow)]
     previous_response_id: Option<Cow<'a, str>>,
-    /// For the trace's `gen_ai.request.max_tokens`, whichever name the API uses.
-    #[serde(alias = "max_completion_tokens", alias = "max_output_tokens")]
-    max_tokens: Option<u64>,
+    /// For the trace's `gen_ai.request.max_tokens`, whichever name the API uses. Read as any
+    /// value (and as three fields, not aliases, which would refuse a body naming two), so a
+    /// wrong type reaches the translation, which names the field, instead of failing here.
+    max_tokens: Option<serde_json::Value>,
+    max_completion_tokens: Option<serde_json::Value>,
+    max_output_tokens: Option<serde_json::Value>,
+}
+
+impl Head<'_> {
+    fn max_tokens(&self) -> Option<u64> {
+        [
+            &self.max_completion_tokens,
+            &self.max_output_tokens,
+            &self.max_tokens,
+        ]
+        .into_iter()
+        .find_map(|v| v.as_ref().and_then(serde_json::Value::as_u64))
+    }
 }
 
 #[derive(Deserialize)]
@@ -784,6 +799,7 @@ impl Gateway {
                         message: format!("We could not parse the JSON body of your request: {e}"),
                         param: None,
                     })?;
+                max_tokens = head.max_tokens();
                 let model = head
                     .model
                     .map(Cow::into_owned)
@@ -793,7 +809,6 @@ impl Gateway {
                         param: Some("model".into()),
                     })?;
                 let resolution = routing::resolve(cfg, &model)?;
-                max_tokens = head.max_tokens;
                 let op = match route {
                     Route::Embeddings => Op::Embeddings,
                     Route::Responses => {
