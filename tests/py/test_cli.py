@@ -43,7 +43,7 @@ providers:
     r = run(["--check"], config_text=text, tmp_path=tmp_path)
     assert r.returncode == 2
     assert r.stderr.splitlines() == [
-        "auth.modee: unknown field (expected one of: mode, allow_client_keys, require_auth_header, keys)",
+        "auth.modee: unknown field (expected one of: mode, allow_client_keys, require_auth_header, keys, jwt, admin_key, state_file)",
         "auth.mode: expected one of gateway, client, hybrid",
         "providers.openai.timeout: expected a number of milliseconds, got a string",
         "cache.enabled: expected true or false, got a string",
