@@ -34,7 +34,7 @@ pub async fn identify(
         if let Some((raw, is_bearer)) = token {
             ctx.bearer_is_identity = is_bearer;
             let token = std::str::from_utf8(raw).unwrap_or_default();
-            return Some(match verifier.verify(token).await {
+            return Some(match Box::pin(verifier.verify(token)).await {
                 Ok(policy) => {
                     log::debug!(target: targets::AUTH, "request {} authenticated by JWT as {}", ctx.request_id, policy.id);
                     metrics::decision("ok", "jwt");

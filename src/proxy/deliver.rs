@@ -59,12 +59,14 @@ enum WholeError {
 }
 
 /// Reads a whole upstream body up to `limit` bytes.
+/// Pingora's timer (shared 10 ms ticks, armed only when the read is pending): tokio's would
+/// register a timer per read and wake the runtime through its eventfd on every request.
 pub async fn read_all(up: &mut HttpSession, limit: usize, idle: Duration) -> Result<Bytes, String> {
     let mut first: Option<Bytes> = None;
     let mut buf: Option<BytesMut> = None;
     let mut total = 0usize;
     loop {
-        let chunk = match tokio::time::timeout(idle, up.read_response_body()).await {
+        let chunk = match pingora::time::timeout(idle, up.read_response_body()).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err(format!("no data within {} ms", idle.as_millis())),
@@ -223,7 +225,7 @@ pub async fn deliver(
     let status = a.status.as_u16();
     ctx.status = status;
     if !(200..300).contains(&status) {
-        relay_error(state, session, ctx, a, secrets).await;
+        Box::pin(relay_error(state, session, ctx, a, secrets)).await;
         return Outcome::default();
     }
     let sse = is_event_stream(&a.up);
@@ -287,7 +289,7 @@ pub async fn deliver(
     let mut answer = std::mem::replace(&mut a.answer, Box::new(Gone));
     let t = answer.transform(&cx, sse, keep);
     let complete = if answer.native() {
-        relay_as_is(state, session, ctx, a, t, sse, secrets).await
+        Box::pin(relay_as_is(state, session, ctx, a, t, sse, secrets)).await
     } else {
         let mut h = HeaderMap::with_capacity(16);
         h.insert(
@@ -295,7 +297,7 @@ pub async fn deliver(
             HeaderValue::from_static(answer.stream_content_type()),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        relay_stream(state, session, ctx, a, h, t).await
+        Box::pin(relay_stream(state, session, ctx, a, h, t)).await
     };
     let input_items = complete
         .as_ref()

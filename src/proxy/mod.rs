@@ -449,7 +449,7 @@ impl Gateway {
         ctx.request_id = RequestId::for_request(session);
         let rt = self.state.runtime.load_full();
         if session.req_header().uri.path().starts_with("/admin") {
-            return crate::identity::admin::handle(&self.state, session, ctx).await;
+            return Box::pin(crate::identity::admin::handle(&self.state, session, ctx)).await;
         }
         let route = {
             let req = session.req_header();
@@ -596,7 +596,7 @@ impl Gateway {
 
     /// A cache lookup, counted.
     async fn lookup(&self, key: &cache::CacheKey, ctx: &mut Ctx) -> Option<cache::Entry> {
-        let hit = self.state.cache.get(key).await;
+        let hit = Box::pin(self.state.cache.get(key)).await;
         if hit.is_some() {
             if let Some(m) = metrics::get() {
                 m.cache_hits.with_label_values(&[ctx.route]).inc();
@@ -780,8 +780,15 @@ impl Gateway {
         if let Route::StoredResponse { id, action } = route {
             if responses::is_minted(id) {
                 let tenant = responses::tenant(ctx, &client_keys);
-                return responses::serve_stored(&self.state, session, ctx, &tenant, id, *action)
-                    .await;
+                return Box::pin(responses::serve_stored(
+                    &self.state,
+                    session,
+                    ctx,
+                    &tenant,
+                    id,
+                    *action,
+                ))
+                .await;
             }
         }
 
@@ -952,7 +959,15 @@ impl Gateway {
             .then(|| responses::tenant(ctx, &client_keys))
             .unwrap_or_default();
         let conversation = match &previous {
-            Some(id) => responses::continuation(&self.state, &tenant, id, &mut candidates).await?,
+            Some(id) => {
+                Box::pin(responses::continuation(
+                    &self.state,
+                    &tenant,
+                    id,
+                    &mut candidates,
+                ))
+                .await?
+            }
             None => None,
         };
         // A translated answer is kept for `previous_response_id` (OpenAI keeps its own).
@@ -1009,7 +1024,7 @@ impl Gateway {
         };
         if cfg.security.rate_limiting_enabled {
             let limit = key_rpm.unwrap_or(cfg.security.rate_limit_rpm);
-            let decision = self.state.limiter.check_requests(&caller, limit).await;
+            let decision = Box::pin(self.state.limiter.check_requests(&caller, limit)).await;
             let allowed = decision.allowed;
             let retry_after_secs = decision.retry_after_secs;
             ctx.rate = Some(decision);
@@ -1029,11 +1044,12 @@ impl Gateway {
         let mut reservation = None;
         if let (true, Some((input, output))) = (cfg.security.rate_limiting_enabled, estimate) {
             if let Some(tpm) = key_tpm {
-                let (decision, r) = self
-                    .state
-                    .limiter
-                    .reserve_tokens(&caller, tpm, input + output)
-                    .await;
+                let (decision, r) = Box::pin(self.state.limiter.reserve_tokens(
+                    &caller,
+                    tpm,
+                    input + output,
+                ))
+                .await;
                 if !decision.allowed {
                     if let Some(m) = metrics::get() {
                         m.rate_limited.with_label_values(&["tokens"]).inc();
@@ -1142,13 +1158,12 @@ impl Gateway {
                 let cost = with_keys.first().map_or(0.0, |(c, _)| {
                     cost_of(cfg, c.provider.name(), &c.model, estimate.unwrap_or((0, 0)))
                 });
-                match self
+                let reserve = self
                     .state
                     .identity
                     .budgets
-                    .reserve(&p.id, p.budget.as_ref(), cost)
-                    .await
-                {
+                    .reserve(&p.id, p.budget.as_ref(), cost);
+                match Box::pin(reserve).await {
                     Ok(r) => Some(r),
                     Err(period) => {
                         log::info!(target: targets::PROXY, "request {} refused: {} budget of {} spent", ctx.request_id, period, p.id);
@@ -1162,7 +1177,13 @@ impl Gateway {
         // A budget settles with the real usage: the whole answer is kept to read it.
         let keep = primary_key.is_some() && policy.write || keep_state || spend.is_some();
         let referable = if matches!(op, Op::Responses { .. }) {
-            responses::referable(&self.state, &tenant, &body, parsed.as_ref()).await
+            Box::pin(responses::referable(
+                &self.state,
+                &tenant,
+                &body,
+                parsed.as_ref(),
+            ))
+            .await
         } else {
             Vec::new()
         };
@@ -1198,7 +1219,14 @@ impl Gateway {
             outcome.complete.clone(),
             outcome.input_items,
         ) {
-            responses::keep(&self.state, &tenant, job.conversation.as_ref(), items, body).await;
+            Box::pin(responses::keep(
+                &self.state,
+                &tenant,
+                job.conversation.as_ref(),
+                items,
+                body,
+            ))
+            .await;
         }
 
         // Stored under the candidate that actually answered, so a failover answer is never
@@ -1219,18 +1247,12 @@ impl Gateway {
             };
             if let Some(key) = cache_key_for(&job.parsed, &answered) {
                 let ttl = policy.ttl.unwrap_or(cfg.cache.ttl);
-                self.state
-                    .cache
-                    .put(
-                        &key,
-                        cache::Entry {
-                            body,
-                            provider: provider.name().to_string(),
-                            model,
-                        },
-                        ttl,
-                    )
-                    .await;
+                let entry = cache::Entry {
+                    body,
+                    provider: provider.name().to_string(),
+                    model,
+                };
+                Box::pin(self.state.cache.put(&key, entry, ttl)).await;
                 if let Some(guard) = leader.take() {
                     guard.complete();
                 }
@@ -1243,14 +1265,14 @@ impl Gateway {
                 }
                 _ => 0.0,
             };
-            self.state.identity.budgets.settle(r, actual).await;
+            Box::pin(self.state.identity.budgets.settle(r, actual)).await;
         }
         if let Some(r) = reservation {
             let actual = ctx
                 .usage
                 .map(|(p, c)| p + c)
                 .unwrap_or_else(|| r.reserved());
-            self.state.limiter.settle(r, actual).await;
+            Box::pin(self.state.limiter.settle(r, actual)).await;
         }
         Ok(())
     }

@@ -72,7 +72,7 @@ async fn next_body(
     stopping: &mut tokio::sync::watch::Receiver<bool>,
 ) -> BodyEvent {
     tokio::select! {
-        r = tokio::time::timeout(idle, up.read_response_body()) => match r {
+        r = pingora::time::timeout(idle, up.read_response_body()) => match r {
             Ok(Ok(Some(chunk))) => BodyEvent::Chunk(chunk),
             Ok(Ok(None)) => BodyEvent::End,
             Ok(Err(e)) => BodyEvent::Failed(e.to_string()),

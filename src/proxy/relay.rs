@@ -203,7 +203,11 @@ pub async fn run(
                 .trace
                 .as_mut()
                 .and_then(|t| t.begin_attempt(cand.provider, &cand.model, &peer, ctx.attempts));
-            let attempt = send_attempt(
+            // Boxed, as is the delivery below: an async fn's future holds every future it
+            // awaits, and each level of nesting copied the upstream session's futures again
+            // (relay 33 KiB, the request's whole future 136 KiB, copied on every request).
+            // One allocation each keeps the futures above them a few KiB.
+            let attempt = Box::pin(send_attempt(
                 state,
                 &peer,
                 addr,
@@ -212,7 +216,7 @@ pub async fn run(
                 job,
                 timeout,
                 trace.as_ref(),
-            );
+            ));
             let outcome = tokio::select! {
                 r = attempt => r,
                 _ = client_gone(session) => {
@@ -245,7 +249,10 @@ pub async fn run(
                                 timeout: provider_cfg.timeout,
                                 keep: job.keep,
                             };
-                            return deliver::deliver(state, session, ctx, answer, &secrets).await;
+                            return Box::pin(deliver::deliver(
+                                state, session, ctx, answer, &secrets,
+                            ))
+                            .await;
                         }
                         (false, Some(why)) => {
                             // A 2xx the client could not use (HTML from a captive proxy, a
@@ -531,7 +538,7 @@ async fn send_attempt(
         }
         Err(Failure::transport(FailureKind::Reset, last))
     };
-    match tokio::time::timeout(timeout, work).await {
+    match pingora::time::timeout(timeout, work).await {
         Ok(r) => r,
         Err(_) => Err(Failure::transport(
             FailureKind::Timeout,
