@@ -50,6 +50,8 @@ pub struct Outcome {
     pub complete: Option<Bytes>,
     /// Responses API: the request's input items, when a translated answer completed.
     pub input_items: Option<Vec<serde_json::Value>>,
+    /// Where `complete`'s `output` array is, when known without parsing it.
+    pub output_span: Option<std::ops::Range<usize>>,
 }
 
 /// Why a whole body could not be read.
@@ -255,9 +257,13 @@ pub async fn deliver(
             }
         };
         // Scanned for the gateway's keys: an upstream must not hand them out.
+        let mut output_span = answer.output_span();
         let body: Bytes = match secrets.redact_known(&whole.body) {
             Cow::Borrowed(_) => whole.body,
-            Cow::Owned(b) => Bytes::from(b),
+            Cow::Owned(b) => {
+                output_span = None; // the bytes moved
+                Bytes::from(b)
+            }
         };
         ctx.usage = whole.usage;
         if stream {
@@ -284,6 +290,7 @@ pub async fn deliver(
         return Outcome {
             complete: keep.then_some(body),
             input_items: answer.input_items().map(<[_]>::to_vec),
+            output_span,
         };
     }
     let mut answer = std::mem::replace(&mut a.answer, Box::new(Gone));
@@ -306,6 +313,7 @@ pub async fn deliver(
     Outcome {
         complete: complete.filter(|_| keep),
         input_items,
+        output_span: None,
     }
 }
 

@@ -835,7 +835,7 @@ impl Gateway {
                 let needs_tree = cfg.cache.enabled
                     || previous.is_some()
                     || matches!(op, Op::Responses { .. })
-                        && memchr::memmem::find(&body, b"item_reference").is_some()
+                        && responses::ITEM_REFERENCE.find(&body).is_some()
                     || key_tpm.is_some()
                     || caller_policy.as_ref().is_some_and(|p| p.budget.is_some())
                     || cfg.routing.strategy == Strategy::CostOptimized
@@ -1219,12 +1219,17 @@ impl Gateway {
             outcome.complete.clone(),
             outcome.input_items,
         ) {
+            let written = outcome
+                .output_span
+                .clone()
+                .map(|span| (job.minted_id.as_str(), span));
             Box::pin(responses::keep(
                 &self.state,
                 &tenant,
                 job.conversation.as_ref(),
                 items,
                 body,
+                written,
             ))
             .await;
         }

@@ -14,11 +14,13 @@ use crate::sse::SseParser;
 use crate::state::State;
 use crate::upstream::PeerInfo;
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::Finder;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// The longest single SSE event (or unterminated line) held while waiting for its end. Real
@@ -290,18 +292,28 @@ pub enum StreamEnd {
     GeminiFinish,
 }
 
+// Searchers built once (`memmem::find` builds one per call, and these run per event).
+static COMPLETED: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"response.completed\""));
+static INCOMPLETE: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"response.incomplete\""));
+static FAILED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"response.failed\""));
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\":\"error\""));
+static FINISH_REASON: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"finishReason\""));
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":"));
+
 impl StreamEnd {
     fn is_end(self, data: &[u8]) -> bool {
-        use memchr::memmem::find;
         match self {
             StreamEnd::Done => data == b"[DONE]",
             StreamEnd::ResponsesTerminal => {
-                find(data, b"\"response.completed\"").is_some()
-                    || find(data, b"\"response.incomplete\"").is_some()
-                    || find(data, b"\"response.failed\"").is_some()
-                    || find(data, b"\"type\":\"error\"").is_some()
+                COMPLETED.find(data).is_some()
+                    || INCOMPLETE.find(data).is_some()
+                    || FAILED.find(data).is_some()
+                    || ERROR.find(data).is_some()
             }
-            StreamEnd::GeminiFinish => find(data, b"\"finishReason\"").is_some(),
+            StreamEnd::GeminiFinish => FINISH_REASON.find(data).is_some(),
         }
     }
 
@@ -412,7 +424,7 @@ impl CheckedSse {
             .get("usage")
             .and_then(|u| serde_json::from_value::<UsageFields>(u.clone()).ok())
             .map(|u| (u.prompt_tokens, u.completion_tokens));
-        if self.keep && memchr::memmem::find(data, b"\"response.completed\"").is_some() {
+        if self.keep && COMPLETED.find(data).is_some() {
             self.complete = serde_json::to_vec(&response).ok().map(Bytes::from);
         }
     }
@@ -712,7 +724,7 @@ fn usage_at_end(json: &[u8]) -> Option<(u64, u64)> {
 
 fn chunk_usage(data: &[u8]) -> Option<(u64, u64)> {
     // Cheap pre-check: most chunks carry no usage.
-    if memchr::memmem::find(data, b"\"usage\":").is_some() {
+    if USAGE.find(data).is_some() {
         usage_of(data)
     } else {
         None

@@ -78,7 +78,7 @@ pub async fn referable(
     req: Option<&Value>,
 ) -> Vec<Value> {
     let mut out = Vec::new();
-    let Some(req) = req.filter(|_| memchr::memmem::find(body, b"item_reference").is_some()) else {
+    let Some(req) = req.filter(|_| ITEM_REFERENCE.find(body).is_some()) else {
         return out;
     };
     let ids = crate::providers::gemini::responses::referenced_responses(req);
@@ -99,16 +99,23 @@ pub async fn referable(
     out
 }
 
+/// Built once: `memmem::find` builds its searcher on every call.
+pub static ITEM_REFERENCE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"item_reference"));
+
 /// Keeps a translated answer the gateway minted: the response as the client got it, the
 /// request's input items, and the conversation so far for the next turn. The context is
 /// spliced from JSON already written (the stored context, the input items, the answer's
-/// `output`), never parsed back into values.
+/// `output`), never parsed back into values. `written` is the id the gateway minted and where
+/// the `output` array is, when the translation wrote this very body (a streamed answer's is
+/// found by reading the body).
 pub async fn keep(
     state: &State,
     tenant: &str,
     conversation: Option<&Conversation>,
     input_items: Vec<Value>,
     response: Bytes,
+    written: Option<(&str, std::ops::Range<usize>)>,
 ) {
     #[derive(serde::Deserialize)]
     struct Answered<'a> {
@@ -117,19 +124,25 @@ pub async fn keep(
         #[serde(borrow)]
         output: Option<&'a serde_json::value::RawValue>,
     }
-    let Ok(answered) = serde_json::from_slice::<Answered<'_>>(&response) else {
-        return;
+    let (id, output) = match written.and_then(|(id, span)| Some((id, response.get(span)?))) {
+        Some((id, output)) => (std::borrow::Cow::Borrowed(id), output),
+        None => {
+            let Ok(answered) = serde_json::from_slice::<Answered<'_>>(&response) else {
+                return;
+            };
+            let output = answered.output.map_or("", |o| o.get()).as_bytes();
+            (answered.id, output)
+        }
     };
-    if !conversations::is_minted(&answered.id) {
+    if !conversations::is_minted(&id) {
         return;
     }
     let Ok(inputs) = serde_json::to_vec(&input_items) else {
         return;
     };
     let previous = conversation.map_or(&b""[..], |c| &c.raw);
-    let output = answered.output.map_or("", |o| o.get()).as_bytes();
     let context = join_arrays(&[previous, &inputs, output]);
-    let id = answered.id.into_owned();
+    let id = id.into_owned();
     state
         .conversations
         .put(

@@ -129,6 +129,11 @@ pub trait AnswerTranslation: Send + Sync {
     fn input_items(&self) -> Option<&[Value]> {
         None
     }
+    /// Responses API: where the `output` array is in the whole answer [`Self::whole`]
+    /// wrote, so keeping the conversation needs no parse of it.
+    fn output_span(&self) -> Option<std::ops::Range<usize>> {
+        None
+    }
     /// Whether the answer is read whole before the client gets a byte: translated
     /// non-streamed answers, and a whole JSON answer where a stream was asked (`sse` false).
     fn reads_whole(&self, sse: bool, stream: bool) -> bool {

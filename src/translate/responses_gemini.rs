@@ -39,6 +39,7 @@ impl Translation for ResponsesGemini {
             answer: Box::new(ResponsesAnswer {
                 cx: Some(cx),
                 input_items: t.input_items,
+                output_span: None,
             }),
         })
     }
@@ -48,6 +49,7 @@ struct ResponsesAnswer {
     /// Taken by the stream translator; a whole answer borrows it.
     cx: Option<responses::ResponsesContext>,
     input_items: Vec<Value>,
+    output_span: Option<std::ops::Range<usize>>,
 }
 
 impl AnswerTranslation for ResponsesAnswer {
@@ -70,7 +72,8 @@ impl AnswerTranslation for ResponsesAnswer {
 
     fn whole(&mut self, body: Bytes, _cx: &AnswerContext<'_>) -> Result<Whole, String> {
         let cx = self.cx.take().ok_or("the answer was already translated")?;
-        let (b, u) = responses::responses_response(&body, cx).map_err(|e| e.message)?;
+        let (b, span, u) = responses::responses_response(&body, cx).map_err(|e| e.message)?;
+        self.output_span = Some(span);
         Ok(Whole {
             body: Bytes::from(b),
             usage: Some((u.prompt_tokens, u.completion_tokens)),
@@ -87,6 +90,10 @@ impl AnswerTranslation for ResponsesAnswer {
 
     fn input_items(&self) -> Option<&[Value]> {
         Some(&self.input_items)
+    }
+
+    fn output_span(&self) -> Option<std::ops::Range<usize>> {
+        self.output_span.clone()
     }
 }
 

@@ -78,12 +78,12 @@ struct Head<'a> {
     error: Option<ResponseError<'a>>,
     incomplete_details: Option<IncompleteDetails>,
     model: &'a str,
-    output: &'a [OutputItem],
 }
 
 impl ResponseObject<'_> {
-    /// Appends the object's JSON to `out`. Serialising these plain structs cannot fail.
-    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+    /// Appends the object's JSON to `out`, returning where its `output` array is (the next
+    /// turn's context is spliced from those bytes). Serialising these plain structs cannot fail.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) -> std::ops::Range<usize> {
         let head = Head {
             id: self.id,
             object: self.object,
@@ -92,10 +92,13 @@ impl ResponseObject<'_> {
             error: self.error,
             incomplete_details: self.incomplete_details,
             model: self.model,
-            output: self.output,
         };
         let _ = serde_json::to_writer(&mut *out, &head);
         out.pop(); // the head's closing brace
+        out.extend_from_slice(b",\"output\":");
+        let start = out.len();
+        let _ = serde_json::to_writer(&mut *out, self.output);
+        let output = start..out.len();
         if !self.echo.members.is_empty() {
             out.push(b',');
             out.extend_from_slice(&self.echo.members);
@@ -103,12 +106,18 @@ impl ResponseObject<'_> {
         out.extend_from_slice(b",\"usage\":");
         let _ = serde_json::to_writer(&mut *out, &self.usage);
         out.push(b'}');
+        output
     }
 
     pub(crate) fn to_vec(&self) -> Vec<u8> {
+        self.to_vec_with_output().0
+    }
+
+    /// The JSON and where its `output` array is in it.
+    pub(crate) fn to_vec_with_output(&self) -> (Vec<u8>, std::ops::Range<usize>) {
         let mut out = Vec::with_capacity(512 + self.echo.members.len());
-        self.write(&mut out);
-        out
+        let output = self.write(&mut out);
+        (out, output)
     }
 }
 

@@ -381,7 +381,8 @@ mod tests {
             {"text":"Calling."},
             {"functionCall":{"name":"f","args":{"a":1}},"thoughtSignature":"U0lH"}]},
             "finishReason":"STOP"}]});
-        let (body, _) = responses_response(gemini.to_string().as_bytes(), rcx(&json!({}))).unwrap();
+        let (body, _, _) =
+            responses_response(gemini.to_string().as_bytes(), rcx(&json!({}))).unwrap();
         let resp: Value = serde_json::from_slice(&body).unwrap();
         let ev = replay(&resp);
         assert_eq!(

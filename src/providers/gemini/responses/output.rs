@@ -63,7 +63,8 @@ pub(super) struct Output {
     end: Option<End>,
     started: bool,
     args: Vec<u8>,
-    body: Option<Vec<u8>>,
+    /// The finished response object and where its `output` array is in it.
+    body: Option<(Vec<u8>, std::ops::Range<usize>)>,
 }
 
 impl Output {
@@ -94,11 +95,11 @@ impl Output {
 
     /// The finished response object (after [`Output::complete`]).
     pub(super) fn body(&self) -> Option<&[u8]> {
-        self.body.as_deref()
+        self.body.as_ref().map(|(b, _)| b.as_slice())
     }
 
-    /// The finished response object, taken.
-    pub(super) fn take_body(&mut self) -> Option<Vec<u8>> {
+    /// The finished response object and its `output` array's place in it, taken.
+    pub(super) fn take_body(&mut self) -> Option<(Vec<u8>, std::ops::Range<usize>)> {
         self.body.take()
     }
 
@@ -159,9 +160,11 @@ impl Output {
             ),
         };
         let usage = self.response_usage();
-        let body = self.object(status, details, &self.items, Some(&usage));
+        let (body, output) = self
+            .view(status, details, &self.items, Some(&usage))
+            .to_vec_with_output();
         self.ev.write_response(out, kind, &body);
-        self.body = Some(body);
+        self.body = Some((body, output));
     }
 
     /// `response.failed` with what was output so far; never a completed response.

@@ -33,7 +33,19 @@ impl ResponsesContext {
 /// The request fields as a response repeats them, with OpenAI's defaults for the rest,
 /// written straight from the request (nothing copied into owned values).
 fn echo(req: &Value) -> Echo {
-    let get = |key: &str| req.get(key).filter(|v| !v.is_null());
+    // A request has a handful of fields: comparing names is cheaper than hashing each
+    // of the dozen looked up (the map hashes with SipHash).
+    let obj = req.as_object();
+    let get = |key: &str| {
+        obj.and_then(|m| {
+            if m.len() <= 16 {
+                m.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+            } else {
+                m.get(key)
+            }
+        })
+        .filter(|v| !v.is_null())
+    };
     let reasoning = get("reasoning");
     let mut w = Members::default();
     w.raw("background", "false");
@@ -134,7 +146,11 @@ impl Members {
 }
 
 /// A whole (non-stream) Gemini answer → the `response` object as JSON bytes, and usage.
-pub fn responses_response(gemini: &[u8], cx: ResponsesContext) -> Result<(Vec<u8>, Usage)> {
+/// The response object, where its `output` array is in it, and the usage.
+pub fn responses_response(
+    gemini: &[u8],
+    cx: ResponsesContext,
+) -> Result<(Vec<u8>, std::ops::Range<usize>, Usage)> {
     let resp = parse_response(gemini)?;
     let mut output = Output::new(cx, false);
     let mut muted = Vec::new();
@@ -144,10 +160,10 @@ pub fn responses_response(gemini: &[u8], cx: ResponsesContext) -> Result<(Vec<u8
     }
     output.complete(&mut muted);
     let usage = output.usage().unwrap_or_default();
-    let body = output
+    let (body, span) = output
         .take_body()
         .ok_or_else(|| no_param("the answer could not be written"))?;
-    Ok((body, usage))
+    Ok((body, span, usage))
 }
 
 #[cfg(test)]
@@ -160,8 +176,13 @@ mod tests {
     use serde_json::json;
 
     fn answer(gemini: &Value, req: &Value) -> (Value, Usage) {
-        let (body, usage) = responses_response(gemini.to_string().as_bytes(), rcx(req)).unwrap();
-        (serde_json::from_slice(&body).unwrap(), usage)
+        let (body, span, usage) =
+            responses_response(gemini.to_string().as_bytes(), rcx(req)).unwrap();
+        let got: Value = serde_json::from_slice(&body).unwrap();
+        // The span is the `output` array, exactly.
+        let output: Value = serde_json::from_slice(&body[span]).unwrap();
+        assert_eq!(output, got["output"]);
+        (got, usage)
     }
 
     fn one(parts: Value, finish: &str) -> Value {
@@ -295,7 +316,7 @@ mod tests {
         assert_eq!(usage.total_tokens, 70);
         let mut other = rcx(&json!({}));
         other.id = "resp_gwother".into();
-        let (body, _) = responses_response(
+        let (body, _, _) = responses_response(
             fixture!("response_tool_calls.json").as_bytes(),
             other.clone(),
         )
@@ -463,7 +484,7 @@ mod tests {
     fn thought_signature_round_trip_through_stored_history() {
         let req = json!({"input":"weather?"});
         let first = responses_request(&req, &[], "gemini-3-pro-preview").unwrap();
-        let (body_bytes, _) =
+        let (body_bytes, _, _) =
             responses_response(fixture!("response_tool_calls.json").as_bytes(), rcx(&req)).unwrap();
         let got: Value = serde_json::from_slice(&body_bytes).unwrap();
         let output = got["output"].as_array().unwrap();

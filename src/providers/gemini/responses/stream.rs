@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(ev[13]["output_index"], 2);
         assert_eq!(ev[17]["output_index"], 3);
         // The same items as the whole answer to the same parts.
-        let (whole, _) = responses_response(
+        let (whole, _, _) = responses_response(
             fixture!("response_tool_calls.json").as_bytes(),
             rcx(&json!({"input":"q"})),
         )
@@ -332,7 +332,7 @@ mod tests {
             .collect();
         let whole = json!({"candidates":[{"content":{"parts":parts},"finishReason":"STOP"}],
             "usageMetadata":v(MIXED)[4]["usageMetadata"]});
-        let (body, usage) =
+        let (body, _, usage) =
             responses_response(whole.to_string().as_bytes(), rcx(&json!({"input":"q"}))).unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body, fin, "same items, ids and signatures either way");
