@@ -17,6 +17,7 @@ CPU-feature paths in their software variant, so hashing weighs more here than on
 import argparse
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,6 +82,8 @@ def measure(name, cmd, port, path, body, n, out_dir, top):
 
 
 def main():
+    if not shutil.which("valgrind") or not shutil.which("callgrind_annotate"):
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind); `bash scripts/loadtest.sh --instructions` installs it")
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=2000, help="requests counted per scenario")
     ap.add_argument("--top", type=int, default=30, help="functions listed per report")

@@ -600,6 +600,8 @@ def tracing_only(args):
 
 
 def main():
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk); `bash scripts/loadtest.sh` installs it")
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk scenario")
     ap.add_argument("--connections", type=int, default=32)
