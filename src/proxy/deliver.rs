@@ -427,6 +427,11 @@ async fn relay_as_is(
                 Cow::Owned(b) => Bytes::from(b),
             };
             ctx.first_byte = ctx.upstream_done;
+            // Tokens for the access log, the metrics and the TPM settle: `usage` comes last
+            // in OpenAI's answers, so only its object is parsed.
+            if ctx.usage.is_none() {
+                ctx.usage = super::pump::usage_of(&body);
+            }
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             common_headers(&mut h, ctx);
             return write_whole(session, ctx, response_header(status, h), body.clone())

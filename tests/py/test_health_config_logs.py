@@ -79,6 +79,8 @@ def test_one_access_log_line_per_request(gw, mock):
     for field in ["time", "level", "request_id", "method", "route", "status", "duration_ms", "provider", "model", "peer", "attempts", "cache", "prompt_tokens", "completion_tokens", "key_id"]:
         assert field in rec, field
     assert (rec["method"], rec["route"], rec["status"], rec["provider"], rec["model"], rec["attempts"]) == ("POST", "chat_completions", 200, "openai", "gpt-4o-mini", 1)
+    # A plain OpenAI answer relayed as it is still has its tokens counted.
+    assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] > 0, rec
     assert len([r for r in lines if r.get("request_id") == "log-test-2"]) == 1
     assert_no_secret(gw.logs())
     for line in gw.log_lines():
