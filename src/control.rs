@@ -84,6 +84,7 @@ impl Control {
                 }
                 let rt = Runtime::new(config);
                 self.state.retarget_redis(&rt.config);
+                self.state.identity.reload(&rt.config).await;
                 initial_discovery(&rt).await;
                 let next = start_health_checks(&rt);
                 self.state.runtime.store(Arc::new(rt));

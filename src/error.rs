@@ -47,6 +47,9 @@ pub enum GatewayError {
     KeyNotFound { id: String },
     /// An `/admin` create naming an id already in use.
     KeyExists { id: String },
+    /// An `/admin` write that could not be stored (Redis down, state file not writable):
+    /// nothing changed, and the same request may succeed once the store is back.
+    StoreUnavailable { message: String },
 }
 
 /// The body every error renders as.
@@ -89,6 +92,7 @@ impl GatewayError {
             GatewayError::AdminUnauthorized => 401,
             GatewayError::KeyNotFound { .. } => 404,
             GatewayError::KeyExists { .. } => 409,
+            GatewayError::StoreUnavailable { .. } => 503,
         }
     }
 
@@ -112,9 +116,9 @@ impl GatewayError {
             }
             GatewayError::RateLimited { .. } => "rate_limit_error",
             GatewayError::Overloaded => "server_overloaded",
-            GatewayError::UpstreamTimeout { .. } | GatewayError::UpstreamFailed { .. } => {
-                "api_error"
-            }
+            GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamFailed { .. }
+            | GatewayError::StoreUnavailable { .. } => "api_error",
         }
     }
 
@@ -139,6 +143,7 @@ impl GatewayError {
             GatewayError::AdminUnauthorized => "invalid_admin_key",
             GatewayError::KeyNotFound { .. } => "key_not_found",
             GatewayError::KeyExists { .. } => "key_exists",
+            GatewayError::StoreUnavailable { .. } => "store_unavailable",
         }
     }
 
@@ -184,6 +189,7 @@ impl GatewayError {
             }
             GatewayError::KeyNotFound { id } => format!("No managed key with id '{id}'."),
             GatewayError::KeyExists { id } => format!("A key with id '{id}' already exists."),
+            GatewayError::StoreUnavailable { message } => message.clone(),
         }
     }
 
@@ -191,7 +197,7 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             GatewayError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            GatewayError::Overloaded => Some(1),
+            GatewayError::Overloaded | GatewayError::StoreUnavailable { .. } => Some(1),
             _ => None,
         }
     }

@@ -352,7 +352,7 @@ pub fn pem_certificates(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> 
 
 /// System roots plus the certificates of `path`: Pingora uses a per-peer CA list instead of
 /// the system store, and an extra CA must not make public upstreams untrusted.
-fn load_roots(path: &std::path::Path) -> Result<Arc<CaType>, String> {
+pub fn load_roots(path: &std::path::Path) -> Result<Arc<CaType>, String> {
     let mut ders = pem_certificates(path)?;
     if let Ok(system) = pingora::tls::load_native_certs() {
         ders.extend(system.into_iter().map(|c| c.as_ref().to_vec()));

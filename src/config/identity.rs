@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// Caller identity settings beyond `auth.keys`. Built once at start (a reload does not change
-/// the JWT verifier or the managed-key store: they hold state).
+/// Caller identity settings beyond `auth.keys`. A reload applies `jwt` and `admin_key`; the
+/// state file is opened once, at start.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct IdentityConfig {
     pub jwt: Option<JwtConfig>,
@@ -20,7 +20,7 @@ pub struct IdentityConfig {
 }
 
 /// `auth.jwt`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JwtConfig {
     pub issuer: Option<String>,
     pub audiences: Vec<String>,
@@ -42,6 +42,9 @@ pub struct JwtConfig {
     pub budget_claim: String,
     /// Longer bearer values are refused before any decoding.
     pub max_token_bytes: usize,
+    /// A private CA (PEM) trusted for an HTTPS `jwks_url`, beside the system's roots: an
+    /// internal IdP's certificate is often signed by one.
+    pub jwks_ca_file: Option<PathBuf>,
 }
 
 const JWT_FIELDS: &[&str] = &[
@@ -59,6 +62,7 @@ const JWT_FIELDS: &[&str] = &[
     "tpm_claim",
     "budget_claim",
     "max_token_bytes",
+    "jwks_ca_file",
 ];
 
 /// Reads the three identity fields of the `auth` mapping.
@@ -118,6 +122,21 @@ fn jwt(v: Option<&Value>, p: &mut Problems) -> Option<JwtConfig> {
             p.error("auth.jwt.jwks_url", e);
         }
     }
+    let jwks_ca_file = f.string("jwks_ca_file", p).map(PathBuf::from);
+    if let Some(ca) = &jwks_ca_file {
+        if let Err(e) = crate::upstream::pem_certificates(ca) {
+            p.error("auth.jwt.jwks_ca_file", e);
+        }
+        if !jwks_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+        {
+            p.error(
+                "auth.jwt.jwks_ca_file",
+                "only applies to an https:// jwks_url",
+            );
+        }
+    }
     let hs256_secret = f.secret("hs256_secret", p).map(Secret::new);
     if hs256_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
         p.error(
@@ -152,5 +171,6 @@ fn jwt(v: Option<&Value>, p: &mut Problems) -> Option<JwtConfig> {
         tpm_claim: name("tpm_claim", "tpm", p),
         budget_claim: name("budget_claim", "budget", p),
         max_token_bytes: f.integer("max_token_bytes", "a number of bytes", 8192, p) as usize,
+        jwks_ca_file,
     })
 }

@@ -190,6 +190,12 @@ pub struct AccessKey {
     pub sha256: [u8; 32],
     pub rate_limit_rpm: Option<u64>,
     pub tpm: Option<u64>,
+    /// USD spend limit, counted and enforced exactly as a managed key's (SPEC §13).
+    pub budget: Option<crate::identity::Budget>,
+    /// With a budget, the caller the request path charges (built once here, not per
+    /// request); `None` keeps a key without budget off the accounting path.
+    #[serde(skip)]
+    pub policy: Option<std::sync::Arc<crate::identity::CallerPolicy>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -585,7 +591,7 @@ fn auth(v: Option<&Value>, p: &mut Problems) -> AuthConfig {
                 let km = section(
                     Some(item),
                     &path,
-                    &["id", "key", "sha256", "rate_limit_rpm", "tpm"],
+                    &["id", "key", "sha256", "rate_limit_rpm", "tpm", "budget"],
                     p,
                 );
                 let kf = Fields::new(km, &path);
@@ -621,12 +627,36 @@ fn auth(v: Option<&Value>, p: &mut Problems) -> AuthConfig {
                     .raw("rate_limit_rpm")
                     .map(|_| kf.integer("rate_limit_rpm", "a number", 0, p));
                 let tpm = kf.raw("tpm").map(|_| kf.integer("tpm", "a number", 0, p));
+                let budget = kf.raw("budget").and_then(|v| {
+                    crate::identity::Budget::from_object(v)
+                        .map_err(|(field, problem)| {
+                            let at = kf.path_of("budget");
+                            let at = if field.is_empty() {
+                                at
+                            } else {
+                                format!("{at}.{field}")
+                            };
+                            p.error(&at, problem)
+                        })
+                        .ok()
+                });
                 if let Some(sha256) = digest {
+                    let policy = budget.map(|b| {
+                        std::sync::Arc::new(crate::identity::CallerPolicy {
+                            id: id.clone(),
+                            models: None,
+                            rpm,
+                            tpm,
+                            budget: Some(b),
+                        })
+                    });
                     keys.push(AccessKey {
                         id,
                         sha256,
                         rate_limit_rpm: rpm,
                         tpm,
+                        budget,
+                        policy,
                     });
                 }
             }
@@ -1157,6 +1187,20 @@ fn apply_flags(c: &mut Config, flags: &Overrides) {
 
 /// Cross-field rules, checked on the final values.
 fn validate(c: &Config, p: &mut Problems) {
+    // Managed keys and spend must survive a restart: Redis, else the state file.
+    let id = &c.auth.identity;
+    let budgeted = c.auth.keys.iter().position(|k| k.budget.is_some());
+    if id.state_file.is_none() && crate::redis_link::RedisTarget::from_cache(&c.cache).is_none() {
+        if id.admin_key.is_some() {
+            p.error("auth.state_file", "needed with auth.admin_key when no Redis is configured (managed keys must survive a restart)");
+        }
+        if let Some(i) = budgeted {
+            p.error(
+                &format!("auth.keys[{i}].budget"),
+                "needs auth.state_file or Redis (cache.redis_url) so that spend survives a restart",
+            );
+        }
+    }
     for (field, problem) in crate::redis_link::problems(&c.cache) {
         p.error(&field, problem);
     }

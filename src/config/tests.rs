@@ -757,3 +757,64 @@ fn responses_store_errors_name_the_field_never_the_value() {
         vec!["responses: expected a mapping, got a number"]
     );
 }
+
+#[test]
+fn config_key_budgets_are_read_with_the_managed_key_fields() {
+    let c = ok(
+        "auth:\n  state_file: /tmp/s.json\n  keys:\n    - { id: a, key: ka, budget: { usd: 2.5, period: daily } }\n    - { id: b, key: kb, budget: { usd: 1 } }\n    - { id: c, key: kc }\n",
+        &[],
+    );
+    let keys = &c.auth.keys;
+    let a = keys[0].policy.as_ref().unwrap();
+    assert_eq!(
+        (
+            a.id.as_str(),
+            a.budget.unwrap().usd,
+            a.budget.unwrap().period
+        ),
+        ("a", 2.5, crate::identity::Period::Daily)
+    );
+    assert_eq!(
+        keys[1].budget.unwrap().period,
+        crate::identity::Period::Monthly,
+        "a budget without a period is monthly, as for managed keys"
+    );
+    assert!(keys[2].policy.is_none(), "no budget, no accounting");
+}
+
+#[test]
+fn config_key_budget_errors_name_the_field() {
+    let e = errors("auth:\n  state_file: /tmp/s.json\n  keys:\n    - { id: a, key: ka, budget: { usd: -1 } }\n    - { id: b, key: kb, budget: { usd: 1, period: hourly } }\n    - { id: c, key: kc, budget: { usd: 1, colour: red } }\n    - { id: d, key: kd, budget: { period: daily } }\n");
+    assert_eq!(
+        e,
+        vec![
+            "auth.keys[0].budget.usd: must be a non-negative number",
+            "auth.keys[1].budget.period: must be daily, monthly or total",
+            "auth.keys[2].budget: unknown field `colour` (expected usd, period)",
+            "auth.keys[3].budget.usd: is required",
+        ]
+    );
+    let e = errors(
+        "auth:\n  keys:\n    - { id: a, key: ka }\n    - { id: b, key: kb, budget: { usd: 1 } }\n",
+    );
+    assert_eq!(
+        e,
+        vec!["auth.keys[1].budget: needs auth.state_file or Redis (cache.redis_url) so that spend survives a restart"]
+    );
+    ok(
+        "auth:\n  keys:\n    - { id: b, key: kb, budget: { usd: 1 } }\ncache:\n  redis_url: redis://127.0.0.1:6379\n",
+        &[],
+    );
+}
+
+#[test]
+fn jwks_ca_file_is_checked() {
+    let e = errors("auth:\n  jwt:\n    jwks_url: http://idp.internal/jwks\n    jwks_ca_file: /nonexistent/ca.pem\n");
+    assert_eq!(
+        e,
+        vec![
+            "auth.jwt.jwks_ca_file: cannot read the file (no such file)",
+            "auth.jwt.jwks_ca_file: only applies to an https:// jwks_url",
+        ]
+    );
+}

@@ -36,7 +36,7 @@ pub async fn handle(state: &State, session: &mut Session, ctx: &mut Ctx) {
 async fn serve(state: &State, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
     let rt = state.runtime.load_full();
     let path = session.req_header().uri.path().to_string();
-    let Some(admin_key) = rt.config.auth.identity.admin_key.as_ref() else {
+    let Some(admin_key) = state.identity.admin_key() else {
         return Err(GatewayError::NotFound { path });
     };
     let ip = session
@@ -83,7 +83,7 @@ async fn serve(state: &State, session: &mut Session, ctx: &mut Ctx) -> Result<()
         ("POST", ["admin", "keys"]) => {
             let body = read_body(session, MAX_ADMIN_BODY).await?;
             ctx.body_read = true;
-            let (status, v) = create(id, &body).await?;
+            let (status, v) = create(id, &rt.config.auth.keys, &body).await?;
             reply(session, ctx, status, &v).await
         }
         ("GET", ["admin", "keys"]) => {
@@ -142,38 +142,24 @@ fn store_error(e: StoreError, id: &str) -> GatewayError {
     match e {
         StoreError::Exists => GatewayError::KeyExists { id: id.to_string() },
         StoreError::NotFound => GatewayError::KeyNotFound { id: id.to_string() },
-        StoreError::Unavailable(why) => GatewayError::UpstreamFailed {
-            message: format!("The managed key store is unavailable ({why}); nothing was changed."),
+        StoreError::Unavailable(why) => GatewayError::StoreUnavailable {
+            message: format!(
+                "The managed key store is unavailable ({why}); nothing was changed. Retry shortly."
+            ),
         },
     }
 }
 
-/// `budget` as the admin API takes it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BudgetIn {
-    usd: f64,
-    #[serde(default)]
-    period: Option<String>,
-}
-
-fn budget(b: BudgetIn) -> Result<Budget, GatewayError> {
-    if !b.usd.is_finite() || b.usd < 0.0 {
-        return Err(bad(
-            "budget.usd must be a non-negative number",
-            "budget.usd",
-        ));
-    }
-    let period = match b.period.as_deref() {
-        None => Period::Monthly,
-        Some(p) => Period::parse(p).ok_or_else(|| {
-            bad(
-                "budget.period must be daily, monthly or total",
-                "budget.period",
-            )
-        })?,
-    };
-    Ok(Budget { usd: b.usd, period })
+/// `budget` as the admin API takes it (the same reading as `auth.keys[].budget`).
+fn budget(v: &Value) -> Result<Budget, GatewayError> {
+    Budget::from_object(v).map_err(|(field, problem)| {
+        let param = if field.is_empty() {
+            "budget".to_string()
+        } else {
+            format!("budget.{field}")
+        };
+        bad(&format!("{param} {problem}"), &param)
+    })
 }
 
 fn bad(message: &str, param: &str) -> GatewayError {
@@ -201,7 +187,7 @@ struct CreateIn {
     #[serde(default)]
     tpm: Option<u64>,
     #[serde(default)]
-    budget: Option<BudgetIn>,
+    budget: Option<Value>,
     #[serde(default)]
     expires_at: Option<Value>,
 }
@@ -242,7 +228,11 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-async fn create(id: &Identity, body: &[u8]) -> Result<(u16, Value), GatewayError> {
+async fn create(
+    id: &Identity,
+    config_keys: &[crate::config::AccessKey],
+    body: &[u8],
+) -> Result<(u16, Value), GatewayError> {
     let input: CreateIn = parse(body)?;
     if !valid_id(&input.id) {
         return Err(bad(
@@ -250,13 +240,20 @@ async fn create(id: &Identity, body: &[u8]) -> Result<(u16, Value), GatewayError
             "id",
         ));
     }
+    // One id, one caller: a config-file key's rate limits and spend are counted under its id.
+    if config_keys.iter().any(|k| k.id == input.id) {
+        return Err(GatewayError::KeyExists { id: input.id });
+    }
     let secret = keys::new_secret().map_err(|e| GatewayError::UpstreamFailed { message: e })?;
     let record = KeyRecord {
         id: input.id.clone(),
         models: input.models,
         rate_limit_rpm: input.rate_limit_rpm,
         tpm: input.tpm,
-        budget: input.budget.map(budget).transpose()?,
+        budget: match &input.budget {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(budget(v)?),
+        },
         expires_at: expiry(input.expires_at)?,
         created_at: super::now_ms() / 1000,
         sha256: hex::encode(crate::auth::sha256(secret.as_bytes())),
@@ -315,10 +312,7 @@ async fn patch(id: &Identity, key_id: &str, body: &[u8]) -> Result<Value, Gatewa
             "budget" => {
                 r.budget = match v {
                     Value::Null => None,
-                    other => Some(budget(
-                        serde_json::from_value(other)
-                            .map_err(|e| bad(&format!("budget: {e}"), "budget"))?,
-                    )?),
+                    other => Some(budget(&other)?),
                 }
             }
             "expires_at" => r.expires_at = expiry(Some(v))?,

@@ -23,7 +23,7 @@ pub async fn identify(
     let bearer = headers
         .get(http::header::AUTHORIZATION)
         .map(|v| crate::auth::trim_bearer(v.as_bytes()));
-    if let Some(verifier) = &identity.jwt {
+    if let Some(verifier) = identity.jwt() {
         let token = [(in_key_header, false), (bearer, true)]
             .into_iter()
             .find_map(|(v, is_bearer)| {
@@ -53,7 +53,7 @@ pub async fn identify(
     }
     // A managed key, in the access-key header.
     let presented = in_key_header.filter(|v| !v.is_empty())?;
-    if !identity.managed {
+    if !identity.managed() {
         return None;
     }
     let digest = crate::auth::sha256(presented);

@@ -1,15 +1,25 @@
-//! One bounded HTTP(S) GET (the JWKS fetch), on Pingora's own client connector: no second
-//! HTTP stack in the binary for a request made every few minutes.
+//! One bounded HTTP(S) GET (the JWKS fetch), on Pingora's own client connector (rustls, as
+//! for the providers): no second HTTP stack in the binary for a request made every few
+//! minutes.
 
 use crate::upstream::PeerAddress;
 use bytes::BytesMut;
 use pingora::connectors::http::Connector;
+use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// GETs `url` within `timeout`; the body must be a 200 of at most `max` bytes. Errors say
-/// what failed without the URL's query (which might carry a credential).
-pub async fn get(url: &str, timeout: Duration, max: usize) -> Result<Vec<u8>, String> {
+/// GETs `url` within `timeout`; the body must be a 200 of at most `max` bytes. `ca` replaces
+/// the system roots for an HTTPS URL (built as the system's plus a private CA, like a
+/// provider's `ca_file`). Errors say what failed without the URL's query (which might carry
+/// a credential).
+pub async fn get(
+    url: &str,
+    ca: Option<Arc<CaType>>,
+    timeout: Duration,
+    max: usize,
+) -> Result<Vec<u8>, String> {
     let addr = PeerAddress::parse(url)?;
     let work = async {
         let target = tokio::net::lookup_host((addr.host.as_str(), addr.port))
@@ -19,6 +29,9 @@ pub async fn get(url: &str, timeout: Duration, max: usize) -> Result<Vec<u8>, St
             .ok_or_else(|| format!("{} has no address", addr.host))?;
         let mut peer = HttpPeer::new(target, addr.tls, addr.host.clone());
         peer.options.connection_timeout = Some(timeout);
+        if addr.tls {
+            peer.options.ca = ca;
+        }
         let connector = Connector::new(None);
         let (mut session, _) = connector
             .get_http_session(&peer)

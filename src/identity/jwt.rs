@@ -227,12 +227,14 @@ pub struct JwtVerifier {
     /// One fetch at a time.
     fetching: tokio::sync::Mutex<()>,
     cache: Box<[Shard]>,
+    /// Trusted roots for the JWKS fetch with `jwks_ca_file`: the system's plus that file's.
+    ca: Option<Arc<pingora::protocols::tls::CaType>>,
 }
 
 impl JwtVerifier {
     /// Builds the verifier; static keys were validated with the config, so a key that fails
-    /// here is only logged.
-    pub fn new(cfg: &JwtConfig) -> Self {
+    /// here is only logged. `Err` when `jwks_ca_file` does not load.
+    pub fn new(cfg: &JwtConfig) -> Result<Self, String> {
         let mut fixed = KeySet::default();
         for text in &cfg.keys {
             match static_key(text) {
@@ -248,7 +250,14 @@ impl JwtVerifier {
                 key: DecodingKey::from_secret(secret.expose().as_bytes()),
             });
         }
-        Self {
+        let ca = cfg
+            .jwks_ca_file
+            .as_deref()
+            .map(|path| {
+                crate::upstream::load_roots(path).map_err(|e| format!("auth.jwt.jwks_ca_file: {e}"))
+            })
+            .transpose()?;
+        Ok(Self {
             cfg: cfg.clone(),
             fixed,
             fetched: ArcSwap::from_pointee(KeySet::default()),
@@ -257,15 +266,25 @@ impl JwtVerifier {
             cache: (0..CACHE_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
-        }
+            ca,
+        })
+    }
+
+    /// The settings this verifier was built from (a reload compares them).
+    pub fn config(&self) -> &JwtConfig {
+        &self.cfg
     }
 
     pub fn jwks_url(&self) -> Option<&str> {
         self.cfg.jwks_url.as_deref()
     }
 
-    pub fn refresh_interval(&self) -> Duration {
-        Duration::from_secs(self.cfg.jwks_refresh_s)
+    /// The background refresh is due: `jwks_refresh_s` since the last fetch attempt.
+    pub fn refresh_due(&self) -> bool {
+        let last = self.last_fetch_ms.load(Ordering::Acquire);
+        self.cfg.jwks_url.is_some()
+            && super::now_ms().saturating_sub(last)
+                >= Duration::from_secs(self.cfg.jwks_refresh_s).as_millis() as u64
     }
 
     /// The caller a token names, verifying it unless it was verified recently.
@@ -476,29 +495,33 @@ impl JwtVerifier {
             // Another request fetched while this one waited.
             return;
         }
-        self.refresh().await;
+        let _ = self.refresh().await;
     }
 
-    /// Fetches the JWKS now; on failure the keys fetched before stay in use.
-    pub async fn refresh(&self) {
+    /// Fetches the JWKS now (no-op without `jwks_url`); on failure the keys fetched before
+    /// stay in use and `Err` says why.
+    pub async fn refresh(&self) -> Result<(), String> {
         let Some(url) = self.cfg.jwks_url.as_deref() else {
-            return;
+            return Ok(());
         };
         self.last_fetch_ms.store(super::now_ms(), Ordering::Release);
-        let result = match super::http::get(url, FETCH_TIMEOUT, MAX_JWKS_BYTES).await {
-            Ok(body) => parse_jwks(&body),
-            Err(e) => Err(e),
-        };
+        let result =
+            match super::http::get(url, self.ca.clone(), FETCH_TIMEOUT, MAX_JWKS_BYTES).await {
+                Ok(body) => parse_jwks(&body),
+                Err(e) => Err(e),
+            };
         match result {
             Ok(set) => {
                 log::debug!(target: LOG_TARGET, "JWKS fetched: {} keys", set.keys.len());
                 self.fetched.store(Arc::new(set));
                 super::metrics::jwks_fetch("ok");
+                Ok(())
             }
             Err(e) => {
                 let kept = self.fetched.load().keys.len();
                 log::warn!(target: LOG_TARGET, "JWKS fetch failed ({e}); keeping the {kept} keys fetched before");
                 super::metrics::jwks_fetch("error");
+                Err(e)
             }
         }
     }
@@ -562,25 +585,14 @@ fn map_error(kind: &jsonwebtoken::errors::ErrorKind) -> JwtError {
 }
 
 impl Budget {
-    /// `{"usd": 5, "period": "daily"}` or a bare number (a monthly budget).
+    /// A `budget` claim: a budget object, or a bare number (a monthly budget).
     pub fn from_json(v: &Value) -> Option<Budget> {
         match v {
             Value::Number(n) => Some(Budget {
                 usd: n.as_f64().filter(|u| u.is_finite() && *u >= 0.0)?,
-                period: Period::Monthly,
+                period: Period::default(),
             }),
-            Value::Object(m) => {
-                let usd = m
-                    .get("usd")?
-                    .as_f64()
-                    .filter(|u| u.is_finite() && *u >= 0.0)?;
-                let period = match m.get("period") {
-                    None => Period::Monthly,
-                    Some(p) => Period::parse(p.as_str()?)?,
-                };
-                Some(Budget { usd, period })
-            }
-            _ => None,
+            other => Budget::from_object(other).ok(),
         }
     }
 }
@@ -636,7 +648,9 @@ mod tests {
             tpm_claim: "tpm".into(),
             budget_claim: "budget".into(),
             max_token_bytes: 8192,
+            jwks_ca_file: None,
         })
+        .unwrap()
     }
 
     fn mint(claims: Value) -> String {

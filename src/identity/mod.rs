@@ -14,7 +14,9 @@ pub mod keys;
 pub mod metrics;
 pub mod redis_store;
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
+use arc_swap::ArcSwapOption;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,11 +49,48 @@ pub struct Budget {
     pub period: Period,
 }
 
+impl Budget {
+    /// The one reading of `{"usd": n, "period"?: "daily"|"monthly"|"total"}` (period
+    /// monthly when left out), for the admin API, `auth.keys[].budget` and JWT claims alike.
+    /// `Err((field, problem))`: `field` is `""` (the budget itself), `"usd"` or `"period"`.
+    pub fn from_object(v: &serde_json::Value) -> Result<Budget, (&'static str, String)> {
+        use serde_json::Value;
+        let Value::Object(m) = v else {
+            return Err((
+                "",
+                "expected {\"usd\": <number>, \"period\": \"daily\"|\"monthly\"|\"total\"}".into(),
+            ));
+        };
+        if let Some(k) = m.keys().find(|k| !matches!(k.as_str(), "usd" | "period")) {
+            return Err(("", format!("unknown field `{k}` (expected usd, period)")));
+        }
+        let usd = match m.get("usd") {
+            None | Some(Value::Null) => return Err(("usd", "is required".into())),
+            Some(v) => v
+                .as_f64()
+                .filter(|u| u.is_finite() && *u >= 0.0)
+                .ok_or(("usd", "must be a non-negative number".to_string()))?,
+        };
+        let period = match m.get("period") {
+            None | Some(Value::Null) => Period::default(),
+            Some(p) => p
+                .as_str()
+                .and_then(Period::parse)
+                .ok_or(("period", "must be daily, monthly or total".to_string()))?,
+        };
+        Ok(Budget { usd, period })
+    }
+}
+
 /// Budget periods: calendar day and month in UTC, or the key's whole life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
     Daily,
+    /// A budget that names no period.
+    #[default]
     Monthly,
     Total,
 }
@@ -75,11 +114,15 @@ impl Period {
     }
 }
 
-/// The identity services of one gateway process, built once at start.
+/// The identity services of one gateway process. The key store and budgets are built once
+/// (they hold state); the JWT verifier and the admin key are swapped by a SIGHUP reload.
 pub struct Identity {
-    pub jwt: Option<jwt::JwtVerifier>,
-    /// `auth.admin_key` is set: managed keys are in use.
-    pub managed: bool,
+    jwt: ArcSwapOption<jwt::JwtVerifier>,
+    /// `auth.admin_key`: opens `/admin`, and while set managed keys are honoured.
+    admin_key: ArcSwapOption<Secret>,
+    /// Managed keys can be kept: Redis or the state file, as opened at start.
+    storage: bool,
+    state_file: Option<PathBuf>,
     pub keys: keys::KeyStore,
     pub budgets: budget::Budgets,
     redis: Option<Arc<redis_store::IdentityRedis>>,
@@ -91,30 +134,107 @@ impl Identity {
         self.redis.as_deref().map(redis_store::IdentityRedis::user)
     }
 
-    /// Builds from the config; `Err` when the state file exists but cannot be read (a corrupt
-    /// file is a start-up error, never an empty key set).
+    /// Builds from the (validated) config; `Err` when the state file exists but cannot be
+    /// read (a corrupt file is a start-up error, never an empty key set) or the JWKS CA file
+    /// does not load.
     pub fn new(config: &Config) -> Result<Arc<Identity>, String> {
         let id = &config.auth.identity;
         let target = crate::redis_link::RedisTarget::from_cache(&config.cache);
         let redis = redis_store::IdentityRedis::new(target.as_ref()).map(Arc::new);
-        if redis.is_none() && id.admin_key.is_some() && id.state_file.is_none() {
-            return Err("auth.state_file: needed with auth.admin_key when no Redis is configured (managed keys must survive a restart)".into());
-        }
         let state = keys::StateFile::open(id.state_file.as_deref())?;
+        let jwt = id
+            .jwt
+            .as_ref()
+            .map(jwt::JwtVerifier::new)
+            .transpose()?
+            .map(Arc::new);
         Ok(Arc::new(Identity {
-            jwt: id.jwt.as_ref().map(jwt::JwtVerifier::new),
-            managed: id.admin_key.is_some(),
+            jwt: ArcSwapOption::new(jwt),
+            admin_key: ArcSwapOption::new(id.admin_key.clone().map(Arc::new)),
+            storage: redis.is_some() || state.is_some(),
+            state_file: id.state_file.clone(),
             keys: keys::KeyStore::new(state.clone(), redis.clone()),
             budgets: budget::Budgets::new(state, redis.clone()),
             redis,
         }))
     }
 
-    /// Work before serving: the first JWKS fetch and the managed keys from Redis.
+    /// The JWT verifier in force; `None` without `auth.jwt`.
+    pub fn jwt(&self) -> Option<Arc<jwt::JwtVerifier>> {
+        self.jwt.load_full()
+    }
+
+    pub fn admin_key(&self) -> Option<Arc<Secret>> {
+        self.admin_key.load_full()
+    }
+
+    /// Managed keys are in use (an admin key is configured).
+    pub fn managed(&self) -> bool {
+        self.admin_key.load().is_some()
+    }
+
+    /// Work before serving: the first JWKS fetch.
     pub async fn start(&self) {
-        if let Some(v) = &self.jwt {
-            v.refresh().await;
+        if let Some(v) = self.jwt() {
+            let _ = v.refresh().await;
         }
+    }
+
+    /// SIGHUP: applies a changed `auth.jwt` and `auth.admin_key` from a config that already
+    /// passed validation. A new verifier takes over only once it can verify (its JWKS
+    /// fetched, or static keys); otherwise the one in force stays and the log says why. The
+    /// key store and the state file stay as opened at start.
+    pub async fn reload(&self, config: &Config) {
+        const LOG: &str = "gateway:config";
+        let id = &config.auth.identity;
+        if id.state_file != self.state_file {
+            log::warn!(target: LOG, "reload: auth.state_file changes take a restart; managed keys and spend stay where they were");
+        }
+        if !self.storage && config.auth.keys.iter().any(|k| k.budget.is_some()) {
+            log::warn!(target: LOG, "reload: auth.keys budgets are enforced, but their spend is kept in memory only until a restart opens auth.state_file or Redis");
+        }
+        let old_key = self.admin_key.load_full();
+        let same_key = match (&old_key, &id.admin_key) {
+            (Some(a), Some(b)) => **a == *b,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_key {
+            if id.admin_key.is_some() && !self.storage {
+                log::error!(target: LOG, "reload: auth.admin_key not applied: managed keys need Redis or the auth.state_file the gateway started with; restart to add them");
+            } else {
+                self.admin_key.store(id.admin_key.clone().map(Arc::new));
+                log::info!(target: LOG, "reload: auth.admin_key {}", if id.admin_key.is_some() { "changed; /admin takes the new key" } else { "removed; /admin and managed keys are off" });
+            }
+        }
+        let current = self.jwt.load_full();
+        let unchanged = match (&current, &id.jwt) {
+            (None, None) => true,
+            // A CA file may have new contents under the same name.
+            (Some(v), Some(c)) => v.config() == c && c.jwks_ca_file.is_none(),
+            _ => false,
+        };
+        if unchanged {
+            return;
+        }
+        let Some(cfg) = &id.jwt else {
+            self.jwt.store(None);
+            log::info!(target: LOG, "reload: auth.jwt removed; bearer tokens are no longer verified");
+            return;
+        };
+        let next = match jwt::JwtVerifier::new(cfg) {
+            Ok(v) => v,
+            Err(e) => {
+                log::error!(target: LOG, "reload: auth.jwt kept as it was: {e}");
+                return;
+            }
+        };
+        if let Err(e) = next.refresh().await {
+            log::error!(target: LOG, "reload: auth.jwt kept as it was: the new JWKS could not be fetched ({e})");
+            return;
+        }
+        self.jwt.store(Some(Arc::new(next)));
+        log::info!(target: LOG, "reload: auth.jwt applied (tokens verified before are verified again)");
     }
 }
 
@@ -124,7 +244,8 @@ pub struct Refresher {
 }
 
 /// How often managed keys are re-read from Redis (a version check: one GET when nothing
-/// changed), so every instance honours a change within a second.
+/// changed), so every instance honours a change within a second. The JWKS refresh interval
+/// is checked on the same tick, so a verifier swapped by a reload keeps its own interval.
 const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[async_trait::async_trait]
@@ -132,23 +253,13 @@ impl pingora::services::background::BackgroundService for Refresher {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         let id = &self.identity;
         let mut sync = tokio::time::interval(SYNC_EVERY);
-        let jwks_every = id
-            .jwt
-            .as_ref()
-            .map_or(std::time::Duration::from_secs(3600), |j| {
-                j.refresh_interval()
-            });
-        let mut jwks = tokio::time::interval(jwks_every);
-        jwks.tick().await;
         loop {
             tokio::select! {
                 _ = sync.tick() => {
                     id.keys.sync().await;
                     id.budgets.flush();
-                }
-                _ = jwks.tick() => {
-                    if let Some(v) = &id.jwt {
-                        v.refresh().await;
+                    if let Some(v) = id.jwt().filter(|v| v.refresh_due()) {
+                        let _ = v.refresh().await;
                     }
                 }
                 changed = shutdown.changed() => {

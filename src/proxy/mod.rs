@@ -687,6 +687,8 @@ impl Gateway {
             Ok(Caller::Key(key)) => {
                 log::debug!(target: targets::AUTH, "request {} authenticated as key id {}", ctx.request_id, key.id);
                 ctx.key_id = Some(key.id.clone());
+                // A budget makes the key a caller the budget path charges, like a managed key.
+                ctx.caller = key.policy.clone();
                 crate::identity::metrics::decision("ok", "key");
                 Ok(())
             }
@@ -1266,9 +1268,13 @@ impl Gateway {
         if let Some(r) = spend {
             let actual = match (ctx.usage, ctx.provider, &ctx.model) {
                 (Some(usage), Some(p), Some(m)) if ctx.cache != "HIT" => {
-                    cost_of(cfg, p.name(), m, usage)
+                    Some(cost_of(cfg, p.name(), m, usage))
                 }
-                _ => 0.0,
+                // An answer that began (a 2xx went out) but never reported usage, e.g. a
+                // stream the client aborted: it costs what was reserved, or aborting early
+                // would make tokens free. A failed or cached request costs nothing.
+                _ if ctx.cache != "HIT" && (200..300).contains(&ctx.status) => None,
+                _ => Some(0.0),
             };
             Box::pin(self.state.identity.budgets.settle(r, actual)).await;
         }

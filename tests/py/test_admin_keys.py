@@ -245,3 +245,107 @@ def test_two_instances_share_keys_and_budget_through_redis(mock, start_gateway, 
     redis.stop()
     time.sleep(0.6)
     assert chat(b, secret).status_code == 401
+
+
+@pytest.mark.parametrize("store", ["state_file", "redis"])
+def test_config_key_budget_refused_after_about_three_requests_and_survives_a_restart(
+        mock, start_gateway, start_redis, tmp_path, store):
+    # What one request costs, measured through a config key without a budget.
+    probe = provider_config(mock.url)
+    probe["auth"] = {"mode": "gateway", "keys": [{"id": "probe", "key": "probe-key-0123456789"}]}
+    probe["pricing"] = {"openai/gpt-4o-mini": PRICE}
+    p = start_gateway(probe)
+    per = cost(chat(p, "probe-key-0123456789", max_tokens=16).json()["usage"])
+    p.stop()
+    cfg = provider_config(mock.url)
+    cfg["pricing"] = {"openai/gpt-4o-mini": PRICE}
+    # A budget for about 2.5 requests: the 4th is refused (0, 1, 2 spent below 2.5; 3 is not).
+    cfg["auth"] = {"mode": "gateway", "keys": [
+        {"id": "cfg-budget", "key": "cfg-budget-key-0123456789", "budget": {"usd": per * 2.5, "period": "daily"}},
+        {"id": "cfg-free", "key": "cfg-free-key-0123456789"}]}
+    if store == "redis":
+        cfg["cache"]["redis_url"] = start_redis().url
+    else:
+        cfg["auth"]["state_file"] = str(tmp_path / "state.json")
+    g = start_gateway(cfg)
+    for _ in range(3):
+        r = chat(g, "cfg-budget-key-0123456789", max_tokens=16)
+        assert r.status_code == 200, r.text
+    n = len(mock.requests())
+    r = chat(g, "cfg-budget-key-0123456789", max_tokens=16)
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["code"] == "budget_exceeded" and "daily" in r.json()["error"]["message"]
+    assert "retry-after" not in {k.lower() for k in r.headers}, "not a rate limit"
+    assert len(mock.requests()) == n, "no upstream call over budget"
+    assert chat(g, "cfg-free-key-0123456789", max_tokens=16).status_code == 200, "other keys unaffected"
+    metrics = requests.get(f"{g.url}/metrics", timeout=5).text
+    assert 'gateway_budget_refusals_total{period="daily"} 1' in metrics
+    assert 'gateway_spend_usd_total{key_id="cfg-budget"}' in metrics
+    assert 'gateway_spend_usd_total{key_id="cfg-free"}' not in metrics, "a key without a budget is not charged"
+    time.sleep(0.6)  # the state file is flushed every 250 ms
+    g.stop()
+    g2 = start_gateway(cfg)
+    n = len(mock.requests())
+    r = chat(g2, "cfg-budget-key-0123456789", max_tokens=16)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded", \
+        f"spend survives a restart ({store}): {r.text}"
+    assert len(mock.requests()) == n
+
+
+def test_config_key_budget_needs_a_store_and_a_valid_amount(mock, tmp_path):
+    for budget, field in [({"usd": -1}, "auth.keys[0].budget.usd"), ({"usd": 1, "period": "hourly"}, "auth.keys[0].budget.period"),
+                          ({"usd": 1}, "auth.keys[0].budget")]:
+        cfg = provider_config(mock.url)
+        cfg["auth"] = {"keys": [{"id": "k", "key": "k-0123456789", "budget": budget}]}
+        if field != "auth.keys[0].budget":
+            cfg["auth"]["state_file"] = str(tmp_path / "state.json")
+        bad = Gateway(cfg, wait=None)
+        try:
+            assert bad.proc.wait(20) != 0
+            assert f"{field}:" in bad.logs(), bad.logs()
+        finally:
+            bad.stop()
+
+
+def test_an_aborted_stream_is_charged_its_reservation(mock, start_gateway, tmp_path):
+    g = start(start_gateway, config(mock, tmp_path))
+    secret = admin(g, "POST", "/admin/keys", {"id": "aborter", "budget": {"usd": 1000, "period": "total"}}).json()["key"]
+    mock.configure(chunk_delay_ms=300, chunks=20)
+    body = {"model": "gpt-4o-mini", "max_tokens": 16, "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hello there"}]}
+    with requests.post(f"{g.url}/v1/chat/completions", json=body, headers={"X-API-Key": secret},
+                       stream=True, timeout=10) as r:
+        assert r.status_code == 200
+        first = next(r.iter_lines())
+        assert first.startswith(b"data: ")
+    # Closed after the first event, long before the usage chunk.
+    deadline = time.time() + 10
+    spent = 0
+    while time.time() < deadline:
+        spent = admin(g, "GET", "/admin/keys/aborter").json()["spend_usd"]
+        if spent > 0:
+            break
+        time.sleep(0.2)
+    # The reservation: the prompt estimate and max_tokens at the price (never refunded to 0).
+    assert spent >= 16 * PRICE["output"] / 1e6, spent
+    assert spent <= (100 * PRICE["input"] + 16 * PRICE["output"]) / 1e6, spent
+    mock.configure(chunk_delay_ms=0)
+
+
+def test_admin_writes_during_a_redis_outage_are_503_and_change_nothing(mock, start_gateway, start_redis):
+    redis = start_redis()
+    g = start(start_gateway, config(mock, redis=redis))
+    secret = admin(g, "POST", "/admin/keys", {"id": "before"}).json()["key"]
+    redis.stop()
+    writes = [("POST", "/admin/keys", {"id": "during"}), ("PATCH", "/admin/keys/before", {"tpm": 5}),
+              ("POST", "/admin/keys/before/rotate", {"grace_seconds": 5}), ("DELETE", "/admin/keys/before", None)]
+    for method, path, body in writes:
+        r = admin(g, method, path, body)
+        assert r.status_code == 503, (method, path, r.status_code, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "store_unavailable" and "nothing was changed" in err["message"], err
+        assert r.headers.get("retry-after") == "1", "retryable"
+    assert admin(g, "GET", "/admin/keys/during").status_code == 404, "nothing stored"
+    got = admin(g, "GET", "/admin/keys/before").json()
+    assert got["tpm"] is None and got["previous_key_valid_until"] is None, got
+    assert chat(g, secret).status_code == 200, "the key was neither rotated nor revoked"

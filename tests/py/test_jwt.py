@@ -5,6 +5,8 @@ official OpenAI SDK with api_key=<token>; the mock provider must never see a tok
 """
 
 import json
+import signal
+import ssl
 import threading
 import time
 import uuid
@@ -17,7 +19,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from conftest import provider_config
+from conftest import free_port, provider_config
+from redis_env import make_ca, make_server_cert
 
 ISS = "https://issuer.test"
 AUD = "llm-gateway"
@@ -26,7 +29,7 @@ AUD = "llm-gateway"
 class Jwks:
     """A JWKS endpoint the test controls: its keys, whether it is up, and its hit count."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.keys = []
         self.up = True
         self.hits = 0
@@ -50,7 +53,14 @@ class Jwks:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+        scheme = "http"
+        if tls:
+            crt, key = tls
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(crt), str(key))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def add(self, kid, private, alg):
@@ -215,3 +225,103 @@ def test_models_and_rpm_claims_and_header_tokens(mock, start_gateway, jwks):
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded", \
         "the rpm claim limits the caller"
     assert_token_never_upstream(mock, token)
+
+
+def test_jwks_over_https_signed_by_a_private_ca(mock, start_gateway, tmp_path):
+    ca_key, ca_crt = make_ca(tmp_path, "idp-ca")
+    key, crt = make_server_cert(tmp_path, ca_key, ca_crt, "idp")
+    j = Jwks(tls=(crt, key))
+    try:
+        j.add("rsa-1", RSA_KEY, "RS256")
+        token = mint(RSA_KEY, "RS256", "rsa-1")
+        # Without the CA the IdP's certificate is not trusted: no keys, so tokens are refused.
+        plain = start(mock, start_gateway, j)
+        r = chat(plain, token)
+        assert r.status_code == 401 and "unknown key" in r.json()["error"]["message"], r.text
+        assert any("JWKS fetch failed" in line for line in plain.log_lines())
+        plain.stop()
+        g = start(mock, start_gateway, j, jwks_ca_file=str(ca_crt))
+        r = chat(g, token)
+        assert r.status_code == 200, r.text
+        assert j.hits >= 1
+    finally:
+        j.stop()
+
+
+ADMIN_1 = "reload-admin-key-one-0123456789"
+ADMIN_2 = "reload-admin-key-two-0123456789"
+
+
+def test_sighup_applies_jwt_and_admin_key_and_keeps_them_when_the_new_ones_are_invalid(mock, start_gateway, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    a, b = Jwks(), Jwks()
+    try:
+        a.add("rsa-1", RSA_KEY, "RS256")
+        b.add("ec-2", EC_KEY, "ES256")
+        cfg = provider_config(mock.url)
+        cfg["auth"] = {"mode": "hybrid", "admin_key": ADMIN_1, "state_file": str(tmp_path / "state.json"),
+                       "jwt": {"jwks_url": a.url, "issuer": ISS, "audiences": [AUD], "jwks_min_refresh_s": 0}}
+        g = start_gateway(cfg)
+
+        def admin_status(key):
+            return requests.get(f"{g.url}/admin/keys", headers={"Authorization": f"Bearer {key}"}, timeout=5).status_code
+
+        def reload():
+            done = sum("configuration reloaded" in line or "reload rejected" in line for line in g.log_lines())
+            g.config_path.write_text(json.dumps(cfg))
+            g.proc.send_signal(signal.SIGHUP)
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                if sum("configuration reloaded" in line or "reload rejected" in line for line in g.log_lines()) > done:
+                    return
+                time.sleep(0.05)
+            raise AssertionError("no reload:\n" + g.logs())
+
+        old = mint(RSA_KEY, "RS256", "rsa-1")
+        assert chat(g, old).status_code == 200
+        assert admin_status(ADMIN_1) == 200
+
+        # Issuer, audience, JWKS URL and admin key all change.
+        cfg["auth"]["admin_key"] = ADMIN_2
+        cfg["auth"]["jwt"].update(jwks_url=b.url, issuer="https://issuer2.test", audiences=["gw2"])
+        reload()
+        assert any("auth.jwt applied" in line for line in g.log_lines()), g.logs()
+        r = chat(g, old)
+        assert r.status_code == 401, "a token verified before the reload is verified again: " + r.text
+        r = chat(g, mint(EC_KEY, "ES256", "ec-2"))
+        assert r.status_code == 401 and "issuer" in r.json()["error"]["message"], r.text
+        new = mint(EC_KEY, "ES256", "ec-2", iss="https://issuer2.test", aud="gw2")
+        r = chat(g, new)
+        assert r.status_code == 200, r.text
+        assert admin_status(ADMIN_1) == 401 and admin_status(ADMIN_2) == 200
+
+        # Static keys instead of the JWKS.
+        pem = ED_KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        del cfg["auth"]["jwt"]["jwks_url"]
+        cfg["auth"]["jwt"]["keys"] = [pem]
+        reload()
+        ed = mint(ED_KEY, "EdDSA", "any", iss="https://issuer2.test", aud="gw2")
+        assert chat(g, ed).status_code == 200
+        assert chat(g, mint(EC_KEY, "ES256", "ec-2", iss="https://issuer2.test", aud="gw2", sub="x")).status_code == 401
+
+        # A JWKS that does not answer: the verifier in force stays, and the log says why.
+        del cfg["auth"]["jwt"]["keys"]
+        cfg["auth"]["jwt"]["jwks_url"] = f"http://127.0.0.1:{free_port()}/jwks.json"
+        reload()
+        assert any("auth.jwt kept as it was" in line for line in g.log_lines()), g.logs()
+        assert chat(g, mint(ED_KEY, "EdDSA", "any", iss="https://issuer2.test", aud="gw2", sub="y")).status_code == 200
+
+        # An admin key that is not valid: the reload is refused, the running key stays.
+        cfg["auth"]["jwt"]["jwks_url"] = b.url
+        cfg["auth"]["admin_key"] = "short"
+        reload()
+        assert any("reload rejected" in line and "auth.admin_key" in line for line in g.log_lines()), g.logs()
+        assert admin_status(ADMIN_2) == 200
+        text = g.logs()
+        for secret in (ADMIN_1, ADMIN_2, old, new, ed):
+            assert secret not in text
+    finally:
+        a.stop()
+        b.stop()
