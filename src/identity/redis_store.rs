@@ -90,7 +90,7 @@ impl IdentityRedis {
     pub async fn keys_if_changed(&self, seen: u64) -> Option<(u64, Vec<String>)> {
         let version: Option<u64> = self
             .user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(VERSION, TIMEOUT, |mut conn| async move {
                 redis::cmd("GET")
                     .arg(VERSION)
                     .query_async::<Option<u64>>(&mut conn)
@@ -103,7 +103,7 @@ impl IdentityRedis {
         }
         let values: Vec<String> = self
             .user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(KEYS, TIMEOUT, |mut conn| async move {
                 redis::cmd("HVALS")
                     .arg(KEYS)
                     .query_async::<Vec<String>>(&mut conn)
@@ -118,7 +118,7 @@ impl IdentityRedis {
         let script = &self.put;
         let n: i64 = self
             .user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(KEYS, TIMEOUT, |mut conn| async move {
                 script
                     .key(KEYS)
                     .key(VERSION)
@@ -134,7 +134,7 @@ impl IdentityRedis {
 
     pub async fn delete_key(&self, id: &str) -> Option<()> {
         self.user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(KEYS, TIMEOUT, |mut conn| async move {
                 redis::pipe()
                     .atomic()
                     .cmd("HDEL")
@@ -159,9 +159,10 @@ impl IdentityRedis {
         ttl_ms: u64,
     ) -> Option<(bool, i64)> {
         let script = &self.spend;
+        let (period_key, total_key) = (period_key.as_str(), total_key.as_str());
         let (ok, count): (i64, i64) = self
             .user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(period_key, TIMEOUT, |mut conn| async move {
                 script
                     .key(period_key)
                     .key(total_key)
@@ -177,11 +178,13 @@ impl IdentityRedis {
 
     /// Current values of counters (missing = 0).
     pub async fn read(&self, keys: Vec<String>) -> Option<Vec<i64>> {
+        let first = keys.first().map_or("", String::as_str);
+        let keys = &keys;
         let values: Vec<Option<i64>> = self
             .user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(first, TIMEOUT, |mut conn| async move {
                 redis::cmd("MGET")
-                    .arg(&keys)
+                    .arg(keys)
                     .query_async::<Vec<Option<i64>>>(&mut conn)
                     .await
             })
