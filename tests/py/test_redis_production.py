@@ -327,6 +327,35 @@ def test_cluster_follows_ask_and_moved_for_a_migrating_slot(mock, start_gateway,
     assert key in target.cli("--scan", "--pattern", key).split()
 
 
+def test_cluster_holds_managed_keys_and_budgets(mock, start_gateway, owned):
+    """§13 on a Cluster: the key set and its version counter share a hash tag (the put script
+    and the delete transaction touch both), budgets one per caller."""
+    import test_admin_keys as ak
+    c = redis_env.Cluster()
+    owned(c)
+    cfg = ak.config(mock)
+    cfg["cache"]["redis_cluster"] = c.urls
+    a, b = ak.start(start_gateway, cfg), ak.start(start_gateway, cfg)
+    r = ak.admin(a, "POST", "/admin/keys", {"id": "on-cluster", "budget": {"usd": 100, "period": "total"}})
+    assert r.status_code == 201, r.text
+    secret = r.json()["key"]
+    t0 = time.time()
+    while ak.chat(b, secret).status_code != 200:
+        assert time.time() - t0 < 2.0, "instance B honours a key created on A within 2 s"
+        time.sleep(0.05)
+    assert ak.chat(a, secret).status_code == 200
+    spent = ak.admin(b, "GET", "/admin/keys/on-cluster").json()["spend_total_usd"]
+    assert spent > 0, "spend counted in the cluster, seen by the other instance"
+    assert "llmgw:{keys}" in c.keys("llmgw:*") and any(k.startswith("llmgw:budget:{") for k in c.keys("llmgw:*"))
+    assert ak.admin(a, "DELETE", "/admin/keys/on-cluster").status_code == 204
+    t0 = time.time()
+    while ak.chat(b, secret).status_code != 401:
+        assert time.time() - t0 < 2.0, "instance B honours the deletion within 2 s"
+        time.sleep(0.05)
+    for g in (a, b):
+        assert metric(g, "gateway_redis_errors_total", use="identity") == 0
+
+
 def test_sentinel_failover_under_load(mock, start_gateway, owned):
     s = redis_env.Sentinels()
     owned(s)
