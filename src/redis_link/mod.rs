@@ -9,7 +9,9 @@
 //! hold a request longer than that. A failure opens the breaker: for [`COOLDOWN`] every call
 //! skips Redis at once (a miss, a local count), then one call probes it; its success closes the
 //! breaker for everyone. There is no reconnect loop in the background: a connection that failed
-//! is dropped and the next admitted call connects again, inside its own bound.
+//! is dropped and the next admitted call connects again, inside its own bound. (The per-node
+//! health probe, [`health`], has connections of its own and never touches these or the
+//! breaker.)
 //! (`redis::aio::ConnectionManager`, used before, reconnects with exponential backoff in a
 //! shared future that calls wait on: right after a restart calls queued behind a reconnect
 //! that was still sleeping, and Redis stayed unused seconds after it was back.)
