@@ -86,6 +86,11 @@ def test_two_gateways_share_a_cache_over_tls_with_acl_credentials(mock, start_ga
     assert redis_env.ACL_PASSWORD not in check.stdout + check.stderr
     for g in (g1, g2):
         assert redis_env.ACL_PASSWORD not in g.logs()
+    # The health probe reaches the node over TLS as the ACL user; /health names it without them.
+    h = wait_health(g1, lambda h: h["checked_ms_ago"] is not None and h["nodes"][0]["healthy"])
+    assert h["nodes"] == [{"node": f"rediss://127.0.0.1:{r.port}", "role": "server", "healthy": True}]
+    shown = requests.get(g1.url + "/health/providers", timeout=5).text + requests.get(g1.url + "/metrics", timeout=5).text
+    assert redis_env.ACL_PASSWORD not in shown and redis_env.ACL_USER not in shown
 
 
 def test_a_wrong_ca_is_misses_and_counted_errors_never_plaintext(mock, start_gateway, owned):
@@ -102,6 +107,9 @@ def test_a_wrong_ca_is_misses_and_counted_errors_never_plaintext(mock, start_gat
     assert metric(g, "gateway_redis_errors_total", use="cache") >= 3
     assert r.cli("DBSIZE").strip() == "0", "nothing reached Redis"
     assert redis_env.ACL_PASSWORD not in g.logs()
+    # The probe's TLS handshake fails the same way: the node shows unreachable.
+    h = wait_health(g, lambda h: h["checked_ms_ago"] is not None)
+    assert h["nodes"][0]["healthy"] is False and h["healthy"] is False
     # The same server with the right CA works: the failure was the certificate, nothing else.
     good = start_gateway(cache_config(mock, max_size=0, redis_url=r.url, redis_ca_file=str(r.ca)))
     chat(good, "wrong ca prompt")
