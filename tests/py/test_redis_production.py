@@ -406,6 +406,55 @@ def test_sentinel_failover_under_load(mock, start_gateway, owned):
     assert all(n["role"] == "sentinel" and n["healthy"] for n in h["nodes"][1:])
 
 
+def chat_as(g, caller, content):
+    """A request whose rate-limit caller is the hash of its own provider key (`hybrid`)."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}
+    return requests.post(g.url + "/v1/chat/completions", json=body, timeout=15,
+                         headers={"Authorization": f"Bearer sk-{caller}-0123456789abcdef"})
+
+
+def test_sentinel_failover_keeps_the_rate_limit_window(mock, start_gateway, owned):
+    """Counts made on the old master survive a (sentinel-driven) failover: once the gateway
+    follows the new master the caller's window goes on from where it was, it does not start
+    again (the bound: only calls made while Redis was skipped are counted locally)."""
+    s = redis_env.Sentinels()
+    owned(s)
+    cfg = provider_config(mock.url, security={"rate_limit_rpm": 20})
+    cfg["cache"] = {"enabled": False, "redis_sentinel": {"master": s.MASTER, "nodes": s.urls}}
+    g = start_gateway(cfg)
+
+    def on_redis(what):
+        """Another caller's requests until one costs no Redis error: the limiter is on Redis."""
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            errors = metric(g, "gateway_redis_errors_total", use="ratelimit")
+            assert chat_as(g, "b", "probe").status_code == 200
+            if metric(g, "gateway_redis_errors_total", use="ratelimit") == errors:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"the limiter is not on Redis {what}")
+
+    left = 60 - time.time() % 60
+    if left < 30:  # the whole test inside one minute window
+        time.sleep(left + 0.2)
+    on_redis("at the start")
+    assert [chat_as(g, "a", f"before {i}").status_code for i in range(10)] == [200] * 10
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        out = subprocess.run(["redis-cli", "-p", str(s.sentinels[0][0]), "SENTINEL", "failover", s.MASTER],
+                             capture_output=True, text=True, timeout=5).stdout
+        if "OK" in out:
+            break
+        time.sleep(0.3)
+    while time.time() < deadline and s.master_port() != s.replica.port:
+        time.sleep(0.1)
+    assert s.master_port() == s.replica.port, "the replica was promoted"
+    on_redis("after the failover")
+    codes = [chat_as(g, "a", f"after {i}").status_code for i in range(15)]
+    assert codes.count(200) == 10 and codes.count(429) == 5, codes
+    assert "role:master" in s.replica.cli("INFO", "replication")
+
+
 def wait_log(g, text, timeout=10):
     deadline = time.time() + timeout
     while time.time() < deadline:
