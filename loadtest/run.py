@@ -21,6 +21,13 @@ direct `streamGenerateContent?alt=sse` call to the mock.
     python3 loadtest/run.py --only responses --rounds 7               # the Responses-on-Gemini rows only
     python3 loadtest/run.py --only genai --rounds 7                   # google-genai on gpt-4o-mini only
     python3 loadtest/run.py --only tracing --rounds 5                 # tracing on (sampler 1.0) vs off
+    python3 loadtest/run.py --only redis --rounds 5                   # Redis cache hits: rediss:// + encryption vs redis://
+
+With `--only redis` two gateways serve every hit from Redis (`max_size: 0`), one over plain
+`redis://`, one over `rediss://` (a test CA made with openssl) with `cache.encryption_key`, each
+against a redis-server of its own started here on the load generator's CPU; two more serve hits
+from memory, without Redis and with the same `rediss://` + encryption settings (SPEC §14, issue
+16: the encrypted TLS hit costs at most 1.3× the CPU of the plain one, memory hits unchanged).
 
 With `--only tracing` the traced gateway exports every span (OTLP/HTTP) to a sink in this
 script that reads each export and answers 200, on the load generator's CPU; the gateway's own
@@ -124,7 +131,7 @@ def wrk(url, body, duration, connections, headers=(), pid=None, pace_ms=0):
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     cpu_us = ticks / os.sysconf("SC_CLK_TCK") * 1e6 / total if pid and total else float("nan")
-    return {"rps": rps, "p50": lat["50"], "p90": lat["90"], "p99": lat["99"], "cpu_us": cpu_us,
+    return {"rps": rps, "p50": lat["50"], "p90": lat["90"], "p99": lat["99"], "cpu_us": cpu_us, "total": total,
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "errors": errors.group(0) if errors else ""}
 
 
@@ -358,7 +365,7 @@ def responses_lines(results, ttfe, b):
     ]
 
 
-def gateway_config(mock_port, cache, log_level="warn", extra=""):
+def gateway_config(mock_port, cache, log_level="warn", extra="", cache_opts="", max_size=1000):
     return extra + f"""
 server: {{ host: 127.0.0.1, max_concurrent_requests: 4096 }}
 auth: {{ mode: gateway }}
@@ -366,16 +373,16 @@ providers:
   openai: {{ api_key: load-test-key, base_url: "http://127.0.0.1:{mock_port}/v1", timeout: 30000 }}
   gemini: {{ api_key: load-test-key, base_url: "http://127.0.0.1:{mock_port}/v1beta", timeout: 30000 }}
 routing: {{ strategy: round_robin }}
-cache: {{ enabled: {str(cache).lower()}, max_size: 1000, ttl: 3600 }}
+cache: {{ enabled: {str(cache).lower()}, max_size: {max_size}, ttl: 3600{cache_opts} }}
 security: {{ rate_limiting_enabled: false }}
 logging: {{ level: {log_level}, format: json }}
 """
 
 
-def start_gateway(mock_port, cache, tmp, log_level="warn", extra="", name=""):
+def start_gateway(mock_port, cache, tmp, log_level="warn", extra="", name="", cache_opts="", max_size=1000):
     port = free_port()
     cfg = Path(tmp) / f"gw-{cache}-{log_level}{name}.yaml"
-    cfg.write_text(gateway_config(mock_port, cache, log_level, extra))
+    cfg.write_text(gateway_config(mock_port, cache, log_level, extra, cache_opts, max_size))
     g = Proc([str(RELEASE / "llm-gateway"), "--config", str(cfg), "--port", str(port)], PROXY_CPU)
     wait_port(port)
     time.sleep(0.5)
@@ -599,6 +606,136 @@ def tracing_only(args):
         Path(args.results).write_text(text)
 
 
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def tls_files(tmp):
+    """A test CA and a 127.0.0.1 server certificate signed by it (as tests/py/redis_env.py)."""
+    d = Path(tmp)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=loadtest CA",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(d / "server.key"),
+            "-out", str(d / "server.csr"))
+    openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+            "-CAcreateserial", "-days", "2", "-extfile", str(d / "server.ext"), "-out", str(d / "server.crt"))
+    return d / "server.key", d / "server.crt", d / "ca.crt"
+
+
+def start_redis(tls=None):
+    """A redis-server on the load generator's CPU (nothing saved); `tls=(key, crt, ca)`: TLS only."""
+    port = free_port()
+    args = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if tls:
+        key, crt, ca = tls
+        args += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(crt), "--tls-key-file", str(key),
+                 "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
+    else:
+        args += ["--port", str(port)]
+    p = Proc(args, LOAD_CPU)
+    wait_port(port)
+    return p, port
+
+
+def metric_sum(port, name):
+    out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
+    return sum(float(l.split()[-1]) for l in out.splitlines() if l.startswith(name + "{") or l.startswith(name + " "))
+
+
+def redis_only(args):
+    """`--only redis`: cache hits served from Redis over plain `redis://` and over `rediss://`
+    with encryption at rest, and memory hits with and without those settings, in alternating
+    rounds; CPU µs per hit of each gateway process and of each redis-server."""
+    if not shutil.which("redis-server") or not shutil.which("openssl"):
+        raise SystemExit("redis-server and openssl are needed")
+    import base64
+    import urllib.request
+    tmp = tempfile.mkdtemp(prefix="loadtest-")
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the load test."}]}
+    key, crt, ca = tls_files(tmp)
+    enc = base64.b64encode(os.urandom(32)).decode()
+    mock_port = free_port()
+    mock = Proc([str(RELEASE / "mock-provider"), "--port", str(mock_port)], LOAD_CPU)
+    wait_port(mock_port)
+    plain_redis, plain_port = start_redis()
+    tls_redis, tls_port = start_redis((key, crt, ca))
+    tls_opts = f", redis_url: 'rediss://127.0.0.1:{tls_port}', redis_ca_file: '{ca}', encryption_key: '{enc}'"
+    gws = [
+        ("Redis hit, redis://", start_gateway(mock_port, True, tmp, name="-plain", max_size=0,
+                                               cache_opts=f", redis_url: 'redis://127.0.0.1:{plain_port}'"), plain_redis),
+        ("Redis hit, rediss:// + encryption_key", start_gateway(mock_port, True, tmp, name="-tls", max_size=0, cache_opts=tls_opts), tls_redis),
+        ("memory hit, no Redis", start_gateway(mock_port, True, tmp, name="-mem"), None),
+        ("memory hit, rediss:// + encryption_key configured", start_gateway(mock_port, True, tmp, name="-mem-tls", cache_opts=tls_opts), None),
+    ]
+    d, c = args.duration, args.connections
+    path = "/v1/chat/completions"
+    body = json.dumps(chat).encode()
+    runs = {name: [] for name, *_ in gws}
+    redis_cpu = {name: [] for name, *_ in gws}
+    try:
+        for name, (_g, port), _r in gws:
+            # A cold instance's first Redis read may give up while its (TLS) connect completes.
+            for _ in range(10):
+                with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers={"content-type": "application/json"})) as r:
+                    got = r.headers.get("x-gateway-cache")
+                    r.read()
+                if got == "HIT":
+                    break
+                time.sleep(0.6)
+            else:
+                raise SystemExit(f"{name}: no cache hit")
+            wrk(f"http://127.0.0.1:{port}{path}", chat, 1, c)
+        hits_before = {name: metric_sum(port, "gateway_cache_hits_total") for name, (_g, port), _r in gws}
+        for _ in range(args.rounds):
+            for name, (g, port), r in gws:
+                before = cpu_ticks(r.p.pid) if r else 0
+                res = wrk(f"http://127.0.0.1:{port}{path}", chat, d, c, pid=g.p.pid)
+                total = res["total"]
+                if r and total:
+                    redis_cpu[name].append((cpu_ticks(r.p.pid) - before) / os.sysconf("SC_CLK_TCK") * 1e6 / total)
+                runs[name].append(res)
+        hits = {name: metric_sum(port, "gateway_cache_hits_total") - hits_before[name] for name, (_g, port), _r in gws}
+        errors = {name: metric_sum(port, "gateway_redis_errors_total") for name, (_g, port), _r in gws}
+        stored = subprocess.run(["redis-cli", "-p", str(tls_port), "--tls", "--cacert", str(ca), "--scan", "--pattern", "llmgw:c:*"],
+                                capture_output=True, text=True).stdout.split()
+        raw = subprocess.run(["redis-cli", "-p", str(tls_port), "--tls", "--cacert", str(ca), "--raw", "GET", stored[0]],
+                             capture_output=True).stdout if stored else b""
+    finally:
+        for _name, (g, _port), _r in gws:
+            g.stop()
+        plain_redis.stop()
+        tls_redis.stop()
+        mock.stop()
+    results = {name: median_run(rs) for name, rs in runs.items()}
+    requests = {name: sum(x["total"] for x in runs[name]) for name in runs}
+    plain, tls = results["Redis hit, redis://"], results["Redis hit, rediss:// + encryption_key"]
+    mem, mem_tls = results["memory hit, no Redis"], results["memory hit, rediss:// + encryption_key configured"]
+    ratio = tls["cpu_us"] / plain["cpu_us"]
+    mem_ratio = mem_tls["cpu_us"] / mem["cpu_us"]
+    lines = ["## Redis cache hits: plain vs TLS + encryption at rest (issue 16)\n"]
+    lines.append(f"Command: `python3 loadtest/run.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d %H:%M')} UTC; {os.cpu_count()} vCPU, "
+                 f"wrk -t1 -c{c} -d{d}s, medians of {args.rounds} alternating round(s), gateways pinned to CPU {PROXY_CPU}, mock, wrk and both "
+                 f"redis-servers ({subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.split()[2]}) to CPU {LOAD_CPU}, release build. "
+                 "The Redis rows have no memory tier (`max_size: 0`): every hit is a `GET`+`PTTL` pipeline to Redis (and, encrypted, an AES-256-GCM open). "
+                 "CPU µs/hit is the gateway process's user+system time over the run divided by the requests it answered.\n")
+    lines.append("| scenario | req/s | p50 ms | p99 ms | gateway CPU µs/hit | redis-server CPU µs/hit | hits counted / requests | Redis errors | req/s of each round |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, r in results.items():
+        each = " / ".join(f"{x['rps']:.0f}" for x in runs[name])
+        rc = f"{statistics.median(redis_cpu[name]):.1f}" if redis_cpu[name] else ""
+        lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['cpu_us']:.1f} | {rc} | {hits[name]:.0f} / {requests[name]} | {errors[name]:.0f} | {each} |")
+    lines.append("")
+    sealed = raw.startswith(b"gwe1") and b"load test" not in raw
+    lines.append(f"Stored value on the TLS server: {'sealed (`gwe1…`, no prompt text)' if sealed else 'NOT sealed'}.  ")
+    lines.append(f"Target (issue 16): rediss:// + encryption ≤ 1.3× the CPU per hit of plain redis://: **{ratio:.2f}×, {'met' if ratio <= 1.3 else 'NOT met'}**; "
+                 f"memory hits with those settings vs without: **{mem_ratio:.2f}×** ({mem_tls['cpu_us']:.1f} vs {mem['cpu_us']:.1f} µs/hit).")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.results:
+        Path(args.results).write_text(text)
+
+
 def main():
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk); `bash scripts/loadtest.sh` installs it")
@@ -611,7 +748,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="3 s scenarios, 1 round, 30 s soak, 200 streams")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--results", help="file to write (default: loadtest/RESULTS.md, or RESULTS-quick.md with --quick)")
-    ap.add_argument("--only", choices=("responses", "genai", "tracing"), help="only the Responses-on-Gemini (or google-genai-on-OpenAI, or tracing on vs off) scenarios and their targets (printed; written with --results)")
+    ap.add_argument("--only", choices=("responses", "genai", "tracing", "redis"), help="only the Responses-on-Gemini (or google-genai-on-OpenAI, tracing on vs off, Redis cache hits plain vs TLS + encryption) scenarios and their targets (printed; written with --results)")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.rounds, args.soak, args.streams = 3, 1, 30, 200
@@ -631,6 +768,8 @@ def main():
         return genai_only(args)
     if args.only == "tracing":
         return tracing_only(args)
+    if args.only == "redis":
+        return redis_only(args)
 
     tmp = tempfile.mkdtemp(prefix="loadtest-")
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the load test."}]}

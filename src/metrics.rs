@@ -30,6 +30,8 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub redis_errors: IntCounterVec,
+    pub redis_node_errors: IntCounterVec,
+    pub redis_node_up: IntGaugeVec,
     pub inflight: IntGauge,
     pub reloads: IntCounterVec,
     pub upstream_latency: HistogramVec,
@@ -106,6 +108,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "gateway_redis_errors_total",
             "Redis operations that failed or timed out (the gateway carried on without Redis)",
             &["use"]
+        )?,
+        redis_node_errors: register_int_counter_vec!(
+            "gateway_redis_node_errors_total",
+            "Failed Redis calls by the node they were meant for (the server, the current master, or the Cluster master of the key's slot, as last seen)",
+            &["use", "node"]
+        )?,
+        redis_node_up: register_int_gauge_vec!(
+            "gateway_redis_node_up",
+            "1 when the Redis node answered the gateway's last probe (every 2 s) and no call to it has failed since",
+            &["use", "node"]
         )?,
         inflight: register_int_gauge!("gateway_inflight_requests", "Proxied requests in flight")?,
         reloads: register_int_counter_vec!(

@@ -562,9 +562,10 @@ impl RedisBackend {
     ) -> Option<Counted> {
         let limit = limit.map_or(-1, to_i64);
         let script = &self.script;
+        let key = key.as_str();
         let (applied, count, _ttl) = self
             .user
-            .call(self.timeout, |mut conn| async move {
+            .call(key, self.timeout, |mut conn| async move {
                 script
                     .key(key)
                     .arg(amount)
@@ -1115,7 +1116,7 @@ mod tests {
         };
         assert!(rl.check_requests_at("warm", 10, T0).await.allowed);
         assert_eq!(
-            other.call(REDIS_TIMEOUT, ping).await.as_deref(),
+            other.call("k", REDIS_TIMEOUT, ping).await.as_deref(),
             Some("PONG")
         );
         let signal = |sig: &str| {
@@ -1132,7 +1133,7 @@ mod tests {
             "the limiter paid the timeout"
         );
         let started = Instant::now();
-        assert_eq!(other.call(REDIS_TIMEOUT, ping).await, None);
+        assert_eq!(other.call("k", REDIS_TIMEOUT, ping).await, None);
         assert!(
             started.elapsed() < Duration::from_millis(20),
             "the other use skips Redis at once, took {:?}",
@@ -1144,7 +1145,7 @@ mod tests {
         tokio::time::sleep(redis_link::COOLDOWN + Duration::from_millis(50)).await;
         let started = Instant::now();
         assert_eq!(
-            other.call(REDIS_TIMEOUT, ping).await.as_deref(),
+            other.call("k", REDIS_TIMEOUT, ping).await.as_deref(),
             Some("PONG")
         );
         assert!(

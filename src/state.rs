@@ -114,44 +114,67 @@ impl State {
                         log::error!(target: "gateway:config", "reload: Redis for {name} kept as it was: {e}")
                     }
                 },
-                (None, Some(_)) | (Some(_), None) => {
-                    log::warn!(target: "gateway:config", "reload: adding or removing Redis for {name} takes a restart")
+                // Each feature picks its memory or Redis store when it is built (README,
+                // Production Redis): the running mode stays until a restart.
+                (None, Some(_)) => {
+                    log::warn!(target: "gateway:config", "reload: adding Redis for {name} takes a restart; {name} stays in memory until then")
+                }
+                (Some(_), None) => {
+                    log::warn!(target: "gateway:config", "reload: removing Redis for {name} takes a restart; {name} keeps using its Redis until then")
                 }
                 (None, None) => {}
             }
         }
     }
 
-    /// The `redis` section of `/health/providers`: each use of Redis, its nodes as
-    /// configured (credentials removed) and whether its link is healthy.
-    pub fn redis_health(&self) -> serde_json::Value {
-        let users = [
+    /// Every use of Redis with its handle: the cache, the limiter, conversations, identity.
+    fn redis_users(&self) -> [(&'static str, Option<&crate::redis_link::RedisUser>); 4] {
+        [
             ("cache", self.cache.redis_user()),
             ("ratelimit", self.limiter.redis_user()),
             ("responses", self.conversations.redis_user()),
-        ];
+            ("identity", self.identity.redis_user()),
+        ]
+    }
+
+    /// The `redis` section of `/health/providers`: each use of Redis, whether its link is
+    /// healthy (breaker closed), and each node as last seen (see `redis_link::health`).
+    pub fn redis_health(&self) -> serde_json::Value {
         let mut out = serde_json::Map::new();
-        for (name, user) in users {
+        for (name, user) in self.redis_users() {
             if let Some(u) = user {
                 let link = u.link();
-                let healthy = link.healthy();
-                let nodes: Vec<serde_json::Value> = link
-                    .target()
-                    .describe()
-                    .into_iter()
-                    .map(|n| serde_json::json!({"node": n, "healthy": healthy}))
-                    .collect();
+                let table = link.nodes();
+                let checked_ms_ago = table
+                    .checked
+                    .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
                 out.insert(
                     name.into(),
                     serde_json::json!({
                         "kind": link.target().kind(),
-                        "healthy": healthy,
+                        "healthy": link.healthy(),
                         "encrypted": u.sealing(),
-                        "nodes": nodes,
+                        "nodes": table.to_json(),
+                        "checked_ms_ago": checked_ms_ago,
                     }),
                 );
             }
         }
         serde_json::Value::Object(out)
+    }
+
+    /// Sets `gateway_redis_node_up{use,node}` from each link's table (at scrape time, like
+    /// the peer gauges): nodes that left the topology disappear.
+    pub fn publish_redis_metrics(&self, m: &crate::metrics::Metrics) {
+        m.redis_node_up.reset();
+        for (name, user) in self.redis_users() {
+            if let Some(u) = user {
+                for node in &u.link().nodes().nodes {
+                    m.redis_node_up
+                        .with_label_values(&[name, &node.addr])
+                        .set(i64::from(node.up()));
+                }
+            }
+        }
     }
 }

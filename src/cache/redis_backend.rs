@@ -48,13 +48,25 @@ impl RedisBackend {
         self.user.healthy()
     }
 
-    /// `GET` + `PTTL`: the entry and how long Redis keeps it (`None` = no expiry).
+    /// `GET` + `PTTL`: the entry and how long Redis keeps it (`None` = no expiry). One
+    /// pipeline; on a Cluster two commands in flight together, so that each carries its own
+    /// `ASKING` while the key's slot migrates (see [`crate::redis_link::Conn::is_cluster`]).
     pub(super) async fn get(&self, key: &CacheKey) -> Option<(Entry, Option<Duration>)> {
         let key_text = key.redis_key();
         let k = key_text.as_str();
         let (value, pttl) = self
             .user
-            .call(READ_TIMEOUT, |mut conn| async move {
+            .call(k, READ_TIMEOUT, |mut conn| async move {
+                if conn.is_cluster() {
+                    let mut other = conn.clone();
+                    let (mut get, mut pttl) = (redis::cmd("GET"), redis::cmd("PTTL"));
+                    get.arg(k);
+                    pttl.arg(k);
+                    return tokio::try_join!(
+                        get.query_async::<Option<Vec<u8>>>(&mut conn),
+                        pttl.query_async::<i64>(&mut other)
+                    );
+                }
                 redis::pipe()
                     .cmd("GET")
                     .arg(k)
@@ -81,8 +93,9 @@ impl RedisBackend {
         let Some(value) = self.user.seal(&k, value) else {
             return;
         };
+        let k = k.as_str();
         self.user
-            .call(WRITE_TIMEOUT, |mut conn| async move {
+            .call(k, WRITE_TIMEOUT, |mut conn| async move {
                 redis::cmd("SET")
                     .arg(k)
                     .arg(value)

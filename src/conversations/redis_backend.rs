@@ -111,7 +111,7 @@ impl RedisStore {
     /// not be asked.
     pub(super) async fn get(&self, key: &str) -> Option<Option<Vec<u8>>> {
         self.user
-            .call(READ_TIMEOUT, |mut conn| async move {
+            .call(key, READ_TIMEOUT, |mut conn| async move {
                 redis::cmd("GET")
                     .arg(key)
                     .query_async::<Option<Vec<u8>>>(&mut conn)
@@ -126,8 +126,9 @@ impl RedisStore {
         let Some(value) = self.user.seal(&key, value) else {
             return false;
         };
+        let key = key.as_str();
         self.user
-            .call(WRITE_TIMEOUT, |mut conn| async move {
+            .call(key, WRITE_TIMEOUT, |mut conn| async move {
                 redis::cmd("SET")
                     .arg(key)
                     .arg(value)
@@ -142,8 +143,9 @@ impl RedisStore {
 
     /// `DEL`: whether Redis removed it, `None` when it could not be asked.
     pub(super) async fn delete(&self, key: String) -> Option<bool> {
+        let key = key.as_str();
         self.user
-            .call(READ_TIMEOUT, |mut conn| async move {
+            .call(key, READ_TIMEOUT, |mut conn| async move {
                 redis::cmd("DEL")
                     .arg(key)
                     .query_async::<u64>(&mut conn)

@@ -5,7 +5,8 @@
 //!
 //! Layout (one hash tag per caller, so a multi-key script stays on one cluster slot):
 //! `llmgw:keys` (hash id → record JSON), `llmgw:keys:ver` (counter bumped on every change),
-//! `llmgw:budget:{<caller hash>}:<period>:<window>` (micro-USD).
+//! `llmgw:budget:{<caller hash>}:<period>:<window>` (micro-USD). On a Redis Cluster the key
+//! set and its counter are `llmgw:{keys}` and `llmgw:{keys}:ver` (see [`IdentityRedis::names`]).
 
 use crate::redis_link::{RedisLink, RedisTarget, RedisUser, Use};
 use std::time::Duration;
@@ -13,6 +14,8 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_millis(250);
 const KEYS: &str = "llmgw:keys";
 const VERSION: &str = "llmgw:keys:ver";
+const CLUSTER_KEYS: &str = "llmgw:{keys}";
+const CLUSTER_VERSION: &str = "llmgw:{keys}:ver";
 
 const IDENTITY_USE: Use = Use {
     label: "identity",
@@ -70,6 +73,18 @@ impl IdentityRedis {
         &self.user
     }
 
+    /// The key set and its version counter. The put script and the delete transaction touch
+    /// both, so on a Cluster they share one hash tag (one slot; untagged they would be refused
+    /// with `CROSSSLOT`). Elsewhere the names stay as they always were, so single-server and
+    /// Sentinel deployments keep their stored keys. Asked per call: a reload may retarget.
+    fn names(&self) -> (&'static str, &'static str) {
+        if self.user.link().target().kind() == "cluster" {
+            (CLUSTER_KEYS, CLUSTER_VERSION)
+        } else {
+            (KEYS, VERSION)
+        }
+    }
+
     /// `None` without Redis settings (or with ones that do not build: logged, never shown).
     pub fn new(target: Option<&RedisTarget>) -> Option<IdentityRedis> {
         let link = match RedisLink::shared(target?) {
@@ -88,11 +103,12 @@ impl IdentityRedis {
 
     /// The records when the version differs from `seen`.
     pub async fn keys_if_changed(&self, seen: u64) -> Option<(u64, Vec<String>)> {
+        let (keys, version_key) = self.names();
         let version: Option<u64> = self
             .user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(version_key, TIMEOUT, |mut conn| async move {
                 redis::cmd("GET")
-                    .arg(VERSION)
+                    .arg(version_key)
                     .query_async::<Option<u64>>(&mut conn)
                     .await
             })
@@ -103,9 +119,9 @@ impl IdentityRedis {
         }
         let values: Vec<String> = self
             .user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(keys, TIMEOUT, |mut conn| async move {
                 redis::cmd("HVALS")
-                    .arg(KEYS)
+                    .arg(keys)
                     .query_async::<Vec<String>>(&mut conn)
                     .await
             })
@@ -116,12 +132,13 @@ impl IdentityRedis {
     /// Stores a record; `Some(false)` when `create` and the id exists.
     pub async fn put_key(&self, id: &str, json: &str, create: bool) -> Option<bool> {
         let script = &self.put;
+        let (keys, version_key) = self.names();
         let n: i64 = self
             .user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(keys, TIMEOUT, |mut conn| async move {
                 script
-                    .key(KEYS)
-                    .key(VERSION)
+                    .key(keys)
+                    .key(version_key)
                     .arg(id)
                     .arg(json)
                     .arg(if create { "1" } else { "0" })
@@ -133,15 +150,16 @@ impl IdentityRedis {
     }
 
     pub async fn delete_key(&self, id: &str) -> Option<()> {
+        let (keys, version_key) = self.names();
         self.user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(keys, TIMEOUT, |mut conn| async move {
                 redis::pipe()
                     .atomic()
                     .cmd("HDEL")
-                    .arg(KEYS)
+                    .arg(keys)
                     .arg(id)
                     .cmd("INCR")
-                    .arg(VERSION)
+                    .arg(version_key)
                     .query_async::<(i64, i64)>(&mut conn)
                     .await
             })
@@ -159,9 +177,10 @@ impl IdentityRedis {
         ttl_ms: u64,
     ) -> Option<(bool, i64)> {
         let script = &self.spend;
+        let (period_key, total_key) = (period_key.as_str(), total_key.as_str());
         let (ok, count): (i64, i64) = self
             .user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(period_key, TIMEOUT, |mut conn| async move {
                 script
                     .key(period_key)
                     .key(total_key)
@@ -177,11 +196,13 @@ impl IdentityRedis {
 
     /// Current values of counters (missing = 0).
     pub async fn read(&self, keys: Vec<String>) -> Option<Vec<i64>> {
+        let first = keys.first().map_or("", String::as_str);
+        let keys = &keys;
         let values: Vec<Option<i64>> = self
             .user
-            .call(TIMEOUT, |mut conn| async move {
+            .call(first, TIMEOUT, |mut conn| async move {
                 redis::cmd("MGET")
-                    .arg(&keys)
+                    .arg(keys)
                     .query_async::<Vec<Option<i64>>>(&mut conn)
                     .await
             })

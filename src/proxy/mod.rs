@@ -517,6 +517,7 @@ impl Gateway {
             Route::Metrics => match self.check_access(&rt, session, ctx, true).await {
                 Ok(()) => {
                     if let Some(m) = metrics::get() {
+                        self.state.publish_redis_metrics(m);
                         for (kind, pool) in &rt.pools {
                             for (peer, healthy) in pool.peer_health() {
                                 m.peer_healthy

@@ -26,6 +26,23 @@ pub fn hashed_part(key: &str) -> &str {
     key
 }
 
+/// The Cluster slot of `key`: CRC16 (XMODEM) of its hashed part, mod 16384. Used only to
+/// say which node a failed call was meant for (the driver routes by itself).
+pub fn slot(key: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in hashed_part(key).as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -39,6 +56,10 @@ mod tests {
         assert_eq!(hashed_part(&a), "abc");
         assert_eq!(hashed_part(&a), hashed_part(&b));
         assert_eq!(hashed_part("plain"), "plain");
+        // As `CLUSTER KEYSLOT` answers.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("bar"), 5061);
+        assert_eq!(slot("x{foo}y"), 12182);
         assert_eq!(
             hashed_part("a{}b"),
             "a{}b",

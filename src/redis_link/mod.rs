@@ -9,7 +9,9 @@
 //! hold a request longer than that. A failure opens the breaker: for [`COOLDOWN`] every call
 //! skips Redis at once (a miss, a local count), then one call probes it; its success closes the
 //! breaker for everyone. There is no reconnect loop in the background: a connection that failed
-//! is dropped and the next admitted call connects again, inside its own bound.
+//! is dropped and the next admitted call connects again, inside its own bound. (The per-node
+//! health probe, [`health`], has connections of its own and never touches these or the
+//! breaker.)
 //! (`redis::aio::ConnectionManager`, used before, reconnects with exponential backoff in a
 //! shared future that calls wait on: right after a restart calls queued behind a reconnect
 //! that was still sleeping, and Redis stayed unused seconds after it was back.)
@@ -20,6 +22,7 @@
 //! Cluster slot, and pass values holding prompt or answer data through [`RedisUser::seal`] /
 //! [`RedisUser::open`].
 
+mod health;
 pub mod keys;
 mod seal;
 mod target;
@@ -104,6 +107,16 @@ pub struct Use {
 pub enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// A Cluster connection: the driver routes by key and follows `MOVED`/`ASK` itself, but a
+    /// pipeline sends `ASKING` before its first command only, so a multi-command pipeline on a
+    /// migrating slot bounces between the two nodes. Callers send such reads as separate
+    /// commands there.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -217,6 +230,10 @@ pub struct RedisLink {
     connecting: tokio::sync::Mutex<()>,
     breaker: Breaker,
     sealer: Option<seal::Sealer>,
+    /// Each node as last seen (probe, failed calls); see [`health`].
+    health: arc_swap::ArcSwap<health::Table>,
+    /// The probe task has been started.
+    probing: AtomicBool,
 }
 
 /// Links by target, so the cache and the limiter of one gateway share one connection and
@@ -262,6 +279,8 @@ impl RedisLink {
             connecting: tokio::sync::Mutex::new(()),
             breaker: Breaker::new(cooldown),
             sealer: seal::Sealer::new(&keys),
+            health: arc_swap::ArcSwap::from_pointee(health::Table::configured(target)),
+            probing: AtomicBool::new(false),
         })
     }
 
@@ -272,6 +291,15 @@ impl RedisLink {
     /// False while the breaker is open: Redis failed and has not answered since.
     pub fn healthy(&self) -> bool {
         !self.breaker.is_open()
+    }
+
+    /// Each node as last seen, starting the probe if it is not running yet (it needs a
+    /// runtime: the first call or health read inside one starts it).
+    pub fn nodes(self: &Arc<Self>) -> Arc<health::Table> {
+        if !self.probing.load(Ordering::Relaxed) {
+            health::start(self);
+        }
+        self.health.load_full()
     }
 
     fn current(&self) -> Option<(u64, Conn)> {
@@ -392,13 +420,17 @@ impl RedisUser {
 
     /// Runs `op` on the connection within `bound`, connecting first if needed. `None`
     /// when Redis is skipped (breaker open) or the call failed or ran out of time; the
-    /// caller then does without Redis.
-    pub async fn call<T, F, Fut>(&self, bound: Duration, op: F) -> Option<T>
+    /// caller then does without Redis. `key` is the (first) key `op` works on: a failure is
+    /// counted against the node that serves it.
+    pub async fn call<T, F, Fut>(&self, key: &str, bound: Duration, op: F) -> Option<T>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let link = self.link.load_full();
+        if !link.probing.load(Ordering::Relaxed) {
+            health::start(&link);
+        }
         if !link.breaker.admit() {
             self.failed("skipped while Redis is failing");
             return None;
@@ -429,6 +461,11 @@ impl RedisUser {
                     link.forget(used);
                 }
                 link.breaker.failure();
+                let unreachable = e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout();
+                self.node_failed(&link, key, unreachable);
                 self.failed(category(&e));
                 None
             }
@@ -436,6 +473,7 @@ impl RedisUser {
                 // A connection that let a call time out may be half-open: start afresh.
                 link.forget(used);
                 link.breaker.failure();
+                self.node_failed(&link, key, true);
                 self.failed("timed out");
                 None
             }
@@ -472,6 +510,23 @@ impl RedisUser {
                     }
                 }
                 opened
+            }
+        }
+    }
+
+    /// Counts a failed call against the node `key` was meant for and, when the node could
+    /// not be reached (not an error it answered), marks it down until the next probe. Failed
+    /// calls only: the success path does nothing here.
+    fn node_failed(&self, link: &RedisLink, key: &str, unreachable: bool) {
+        let table = link.health.load();
+        if let Some(node) = table.node_for(key) {
+            if unreachable {
+                node.mark_down();
+            }
+            if let Some(m) = crate::metrics::get() {
+                m.redis_node_errors
+                    .with_label_values(&[self.what.label, &node.addr])
+                    .inc();
             }
         }
     }

@@ -227,6 +227,25 @@ impl RedisTarget {
         }
     }
 
+    /// A client for each configured URL (the server, the Cluster seeds, the sentinels), with
+    /// the TLS files: what the health probe pings. Errors as [`RedisTarget::clients`].
+    pub(super) fn node_clients(&self) -> Result<Vec<redis::Client>, String> {
+        let certs = self.certificates()?;
+        let urls = match &self.topology {
+            Topology::Single(u) => std::slice::from_ref(u),
+            Topology::Cluster(n) | Topology::Sentinel { nodes: n, .. } => n.as_slice(),
+        };
+        urls.iter()
+            .map(|url| {
+                match (&certs, is_tls(url)) {
+                    (Some(c), true) => redis::Client::build_with_tls(url.expose(), c.clone()),
+                    _ => redis::Client::open(url.expose()),
+                }
+                .map_err(|e| format!("cache.redis_url: not a usable Redis URL ({:?})", e.kind()))
+            })
+            .collect()
+    }
+
     /// The trust roots and client certificate, when files are configured: the system roots
     /// plus `ca_file` (the driver would otherwise trust `ca_file` alone).
     fn certificates(&self) -> Result<Option<TlsCertificates>, String> {

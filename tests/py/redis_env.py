@@ -128,18 +128,32 @@ class Cluster:
             port = low_free_port()
             d = self.dir / str(port)
             d.mkdir()
+            # No diskless-sync delay: a replica is in sync (and so can be promoted) at once,
+            # not 5 s after the cluster is made.
             self.nodes.append(Server(port, extra=[
                 "--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
-                "--cluster-node-timeout", "1000", "--dir", str(d)]))
+                "--cluster-node-timeout", "1000", "--dir", str(d), "--repl-diskless-sync-delay", "0"]))
         addrs = [f"127.0.0.1:{s.port}" for s in self.nodes]
         _run("redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", str(replicas),
              "--cluster-yes")
         deadline = time.time() + 20
         while time.time() < deadline:
-            if all("cluster_state:ok" in s.cli("CLUSTER", "INFO") for s in self.nodes):
+            # A replica that never finished its first sync refuses to take over (its data is
+            # "too old"), so a failover test needs every replica's link up first.
+            if all("cluster_state:ok" in s.cli("CLUSTER", "INFO") for s in self.nodes) and all(
+                    "master_link_status:up" in info for info in
+                    (s.cli("INFO", "replication") for s in self.nodes) if "role:slave" in info):
                 return
             time.sleep(0.1)
         raise AssertionError("cluster did not become ok")
+
+    def replica_of(self, master):
+        """The node replicating `master` (Cluster with replicas)."""
+        for s in self.nodes:
+            info = s.cli("INFO", "replication")
+            if "role:slave" in info and f"master_port:{master.port}" in info:
+                return s
+        return None
 
     @property
     def urls(self):
