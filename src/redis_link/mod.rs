@@ -4,8 +4,8 @@
 //! (single server, Cluster, Sentinel; TLS; ACL credentials), how long a call may take, when
 //! Redis is skipped, how keys are laid out and how values are sealed at rest.
 //!
-//! The rule: every call, connecting included, runs under `tokio::time::timeout` with the
-//! caller's bound, so nothing Redis does (a restart, a hang, a slow reconnect, a failover) can
+//! The rule: every call, connecting included, runs under a timeout with the caller's bound
+//! (Pingora's shared 10 ms ticks: no timer registered per call), so nothing Redis does (a restart, a hang, a slow reconnect, a failover) can
 //! hold a request longer than that. A failure opens the breaker: for [`COOLDOWN`] every call
 //! skips Redis at once (a miss, a local count), then one call probes it; its success closes the
 //! breaker for everyone. There is no reconnect loop in the background: a connection that failed
@@ -436,7 +436,7 @@ impl RedisUser {
             return None;
         }
         let mut used = None;
-        let outcome = tokio::time::timeout(bound, async {
+        let outcome = pingora::time::timeout(bound, async {
             let (generation, conn) = link.connection().await?;
             used = Some(generation);
             op(conn).await
