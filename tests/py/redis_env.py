@@ -5,6 +5,7 @@ Cluster made with `redis-cli --cluster create`, and a master + replica + three s
 Every helper starts real `redis-server` processes and kills them in `stop()`.
 """
 
+import shutil
 import subprocess
 import tempfile
 import time
@@ -64,7 +65,11 @@ class Server:
         self.port = port or free_port()
         self.tls = tls
         self.acl = acl
-        args = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        # A directory of its own: a replica writes the RDB its master sends to its `dir`,
+        # which is otherwise the test's working directory (the checkout).
+        self.dir = tempfile.mkdtemp(prefix="redis-server-")
+        args = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.dir]
         if tls:
             key, crt, ca = tls
             args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(crt),
@@ -104,6 +109,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class TlsRedis(Server):
