@@ -85,26 +85,8 @@ def callgrind(scenarios, tmp, n):
         cmd = [c.decode() for c in cmd]
         port = free_port()
         cmd[cmd.index("--port") + 1] = str(port)
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
-
-        def client(port, path, body, count, extra=extra):
-            import socket
-
-            from run import read_response
-            data = BODY.encode()
-            req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   + extra + b"Content-Length: %d\r\n\r\n" % len(data) + data)
-            s = socket.create_connection(("127.0.0.1", port))
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for _ in range(count):
-                s.sendall(req)
-                status, got = read_response(s)
-                if status != 200:
-                    raise SystemExit(f"{name}: status {status}: {got[:300]!r}")
-            s.close()
-
-        instructions.client = client
-        ir, secs, report = instructions.measure(name, cmd, port, "/v1/chat/completions", None, n, tmp, 30)
+        ir, secs, report = instructions.measure(name, cmd, port, "/v1/chat/completions", json.loads(BODY),
+                                                n, tmp, 30, headers=headers)
         rows[name] = ir
         print(f"{name}: {ir / 1000:.1f}k instructions/request ({n} requests, {secs:.0f} s); {report}", flush=True)
     base = rows["access key"]

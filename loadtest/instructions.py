@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RELEASE, free_port, gateway_config, read_response, sized, wait_port  # noqa: E402
 
 
-def client(port, path, body, n):
+def client(port, path, body, n, headers=None):
     data = json.dumps(body).encode()
-    req = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(data))) + data
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
+    req = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n" % (path.encode(), extra, len(data))) + data
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     for _ in range(n):
@@ -42,17 +43,17 @@ def client(port, path, body, n):
     s.close()
 
 
-def measure(name, cmd, port, path, body, n, out_dir, top):
+def measure(name, cmd, port, path, body, n, out_dir, top, headers=None):
     out = Path(out_dir) / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".callgrind")
     p = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *cmd],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, 120)
         time.sleep(1)
-        client(port, path, body, 200)  # warm-up: pools, lazy statics, allocator
+        client(port, path, body, 200, headers)  # warm-up: pools, lazy statics, allocator
         subprocess.run(["callgrind_control", "--instr=on", str(p.pid)], capture_output=True, check=True)
         t0 = time.time()
-        client(port, path, body, n)
+        client(port, path, body, n, headers)
         secs = time.time() - t0
         subprocess.run(["callgrind_control", "--instr=off", str(p.pid)], capture_output=True, check=True)
         # Written now: a server that outlives SIGTERM is killed, and a killed one writes nothing.
