@@ -215,6 +215,20 @@ class Sentinels:
         parts = r.stdout.split()
         return int(parts[1]) if len(parts) >= 2 else None
 
+    def failover(self, within=20):
+        """Asks the sentinels to fail over (retried until one has discovered the replica) and
+        waits until they name the replica as the master; asserts that it happened."""
+        deadline = time.time() + within
+        while time.time() < deadline:
+            out = subprocess.run(["redis-cli", "-p", str(self.sentinels[0][0]), "SENTINEL", "failover",
+                                  self.MASTER], capture_output=True, text=True, timeout=5).stdout
+            if "OK" in out:
+                break
+            time.sleep(0.3)  # no sentinel has discovered the replica yet
+        while time.time() < deadline and self.master_port() != self.replica.port:
+            time.sleep(0.1)
+        assert self.master_port() == self.replica.port, "the replica was promoted"
+
     def stop(self):
         for _, proc in self.sentinels:
             if proc.poll() is None:

@@ -372,16 +372,7 @@ def test_sentinel_failover_under_load(mock, start_gateway, owned):
     chat(g, "before failover")
     assert chat(g, "before failover").headers["x-gateway-cache"] == "HIT"
     load = Load(g, "failover")
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        out = subprocess.run(["redis-cli", "-p", str(s.sentinels[0][0]), "SENTINEL", "failover", s.MASTER],
-                             capture_output=True, text=True, timeout=5).stdout
-        if "OK" in out:
-            break
-        time.sleep(0.3)  # the sentinel has not discovered the replica yet
-    while time.time() < deadline and s.master_port() != s.replica.port:
-        time.sleep(0.1)
-    assert s.master_port() == s.replica.port, "the replica was promoted"
+    s.failover()
     time.sleep(1.5)
     codes = load.stop()
     assert codes and all(code == 200 for code in codes), {c: codes.count(c) for c in set(codes)}
@@ -439,16 +430,7 @@ def test_sentinel_failover_keeps_the_rate_limit_window(mock, start_gateway, owne
         time.sleep(left + 0.2)
     on_redis("at the start")
     assert [chat_as(g, "a", f"before {i}").status_code for i in range(10)] == [200] * 10
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        out = subprocess.run(["redis-cli", "-p", str(s.sentinels[0][0]), "SENTINEL", "failover", s.MASTER],
-                             capture_output=True, text=True, timeout=5).stdout
-        if "OK" in out:
-            break
-        time.sleep(0.3)
-    while time.time() < deadline and s.master_port() != s.replica.port:
-        time.sleep(0.1)
-    assert s.master_port() == s.replica.port, "the replica was promoted"
+    s.failover()
     on_redis("after the failover")
     codes = [chat_as(g, "a", f"after {i}").status_code for i in range(15)]
     assert codes.count(200) == 10 and codes.count(429) == 5, codes
