@@ -89,6 +89,7 @@ def main():
     ap.add_argument("-n", type=int, default=2000, help="requests counted per scenario")
     ap.add_argument("--top", type=int, default=30, help="functions listed per report")
     ap.add_argument("--out", default=None, help="directory for callgrind files (default: a temp dir)")
+    ap.add_argument("--only", action="append", default=[], help="scenarios whose name contains this (repeatable; the first scenario, the baseline, always runs)")
     args = ap.parse_args()
     out_dir = args.out or tempfile.mkdtemp(prefix="callgrind-")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -118,11 +119,14 @@ def main():
 
         scenarios = [
             ("plain Pingora passthrough, Gemini generateContent", passthrough, gem_generate, gem_native),
+            ("gateway, OpenAI chat route (no translation)", gateway, "/v1/chat/completions", chat),
             ("gateway, Gemini-translated chat route", gateway, "/v1/chat/completions", gem_chat),
             ("gateway, Responses route (Gemini), store false", gateway, "/v1/responses", resp),
             ("gateway, Responses route (Gemini), store true", gateway, "/v1/responses", resp_stored),
             ("gateway, Gemini-native route on gpt-4o-mini (OpenAI)", gateway, "/v1beta/models/gpt-4o-mini:generateContent", gem_native),
         ]
+        if args.only:
+            scenarios = scenarios[:1] + [s for s in scenarios[1:] if any(o.lower() in s[0].lower() for o in args.only)]
         for name, make, path, body in scenarios:
             cmd, port = make()
             ir, secs, report = measure(name, cmd, port, path, body, args.n, out_dir, args.top)

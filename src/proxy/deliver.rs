@@ -289,7 +289,7 @@ pub async fn deliver(
         }
         return Outcome {
             complete: keep.then_some(body),
-            input_items: answer.input_items().map(<[_]>::to_vec),
+            input_items: answer.take_input_items(),
             output_span,
         };
     }
@@ -306,10 +306,7 @@ pub async fn deliver(
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         Box::pin(relay_stream(state, session, ctx, a, h, t)).await
     };
-    let input_items = complete
-        .as_ref()
-        .and_then(|_| answer.input_items())
-        .map(<[_]>::to_vec);
+    let input_items = complete.as_ref().and_then(|_| answer.take_input_items());
     Outcome {
         complete: complete.filter(|_| keep),
         input_items,

@@ -1209,6 +1209,7 @@ impl Gateway {
             } else {
                 String::new()
             },
+            store: keep_state,
             referable,
         };
         let outcome = relay::run(&self.state, rt, session, ctx, &job).await;

@@ -54,6 +54,8 @@ pub struct Job {
     pub conversation: Option<Conversation>,
     /// Responses API: the id a translated answer gets.
     pub minted_id: String,
+    /// Responses API: the answer is kept as conversation state.
+    pub store: bool,
     /// Responses API: output items of this caller's stored responses the input references.
     pub referable: Vec<Value>,
 }
@@ -79,6 +81,7 @@ fn prepare(job: &Job, cand: &Candidate) -> Result<UpstreamRequest, GatewayError>
         path_and_query: &job.path_and_query,
         conversation: job.conversation.as_ref(),
         minted_id: &job.minted_id,
+        store: job.store,
         referable: &job.referable,
     };
     translation.request(&req, &cand.model)
@@ -487,17 +490,16 @@ async fn send_attempt(
         let mut last = String::new();
         let mut first = Some(first);
         for _ in 0..3 {
-            let (mut up, reused) =
-                state
-                    .connector
-                    .get_http_session(&http_peer)
-                    .await
-                    .map_err(|e| {
-                        Failure::transport(
-                            FailureKind::Connect,
-                            format!("connect to {addr} failed: {e}"),
-                        )
-                    })?;
+            let (up, reused) = state
+                .connector
+                .get_http_session(&http_peer)
+                .await
+                .map_err(|e| {
+                    Failure::transport(
+                        FailureKind::Connect,
+                        format!("connect to {addr} failed: {e}"),
+                    )
+                })?;
             // A retry (after a reused connection failed) builds the header again: cheaper
             // than keeping a copy on every request for the rare retry.
             let header = match first.take() {
@@ -505,16 +507,13 @@ async fn send_attempt(
                 None => build()?,
             };
             let sent = async {
-                up.write_request_header(Box::new(header)).await?;
-                if !prepared.body.is_empty() {
-                    up.write_request_body(prepared.body.clone(), true).await?;
-                }
-                up.finish_request_body().await?;
-                up.read_response_header().await
+                let mut up = send_request(up, header, &prepared.body, &http_peer).await?;
+                up.read_response_header().await?;
+                Ok::<_, Box<pingora::Error>>(up)
             }
             .await;
             match sent {
-                Ok(()) => {
+                Ok(up) => {
                     let Some(h) = up.response_header() else {
                         return Err(Failure::transport(
                             FailureKind::Reset,
@@ -543,6 +542,52 @@ async fn send_attempt(
             FailureKind::Timeout,
             format!("no response within {} ms", timeout.as_millis()),
         )),
+    }
+}
+
+/// Writes the request. Over HTTP/1 a request with a body goes out in one write, header and
+/// body together: Pingora's `write_request_header` flushes the header by itself, which costs
+/// a second syscall and a second TCP segment (and its processing at both ends) per request.
+/// The session is rebuilt over the same connection as the connector builds it; it then has no
+/// record of the request, which only matters for `HEAD` (an answer without its body) and
+/// upgrades, neither of which takes this path.
+async fn send_request(
+    up: HttpSession,
+    header: RequestHeader,
+    body: &Bytes,
+    peer: &pingora::upstreams::peer::HttpPeer,
+) -> pingora::Result<HttpSession> {
+    use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as H1};
+    use pingora::{ErrorType, OrErr};
+    use tokio::io::AsyncWriteExt;
+    match up {
+        HttpSession::H1(h1) if header.method != http::Method::HEAD && !body.is_empty() => {
+            let Some(mut wire) = http_req_header_to_wire(&header) else {
+                return pingora::Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "the request line holds bytes HTTP/1 forbids",
+                );
+            };
+            wire.extend_from_slice(body);
+            let mut stream = h1.into_inner();
+            stream
+                .write_all(&wire)
+                .await
+                .or_err(ErrorType::WriteError, "while writing the request")?;
+            stream
+                .flush()
+                .await
+                .or_err(ErrorType::WriteError, "while flushing the request")?;
+            Ok(HttpSession::H1(H1::new_with_options(stream, peer)))
+        }
+        mut up => {
+            up.write_request_header(Box::new(header)).await?;
+            if !body.is_empty() {
+                up.write_request_body(body.clone(), true).await?;
+            }
+            up.finish_request_body().await?;
+            Ok(up)
+        }
     }
 }
 

@@ -63,6 +63,9 @@ pub struct ClientRequest<'a> {
     pub conversation: Option<&'a Conversation>,
     /// Responses API: the id the gateway gives an answer it translates.
     pub minted_id: &'a str,
+    /// Responses API: the answer is kept for `previous_response_id` (its input items are
+    /// then built for the store).
+    pub store: bool,
     /// Responses API: output items of stored responses that the input's `item_reference`s
     /// may name.
     pub referable: &'a [Value],
@@ -125,8 +128,9 @@ pub trait AnswerTranslation: Send + Sync {
     /// A non-2xx body in the client's error shape; `None` relays it as it is.
     fn error(&self, status: u16, body: &[u8]) -> Option<Bytes>;
     /// Responses API: this request's input items (each with an id) once the answer is in,
-    /// for the conversation state; `None` where the gateway keeps no state.
-    fn input_items(&self) -> Option<&[Value]> {
+    /// for the conversation state; `None` where the gateway keeps no state. Taken, not
+    /// copied: they are handed over once.
+    fn take_input_items(&mut self) -> Option<Vec<Value>> {
         None
     }
     /// Responses API: where the `output` array is in the whole answer [`Self::whole`]

@@ -23,7 +23,7 @@ impl Translation for ResponsesGemini {
     ) -> Result<UpstreamRequest, GatewayError> {
         let body = parsed(req)?;
         let history = req.conversation.map(|c| c.items.as_slice()).unwrap_or(&[]);
-        let t = responses::responses_request_with(body, history, req.referable, model)
+        let t = responses::responses_request_with(body, history, req.referable, model, req.store)
             .map_err(bad_request)?;
         let cx = responses::ResponsesContext::new(
             body,
@@ -88,8 +88,8 @@ impl AnswerTranslation for ResponsesAnswer {
         Some(Bytes::from(gemini::error_to_openai(status, body)))
     }
 
-    fn input_items(&self) -> Option<&[Value]> {
-        Some(&self.input_items)
+    fn take_input_items(&mut self) -> Option<Vec<Value>> {
+        Some(std::mem::take(&mut self.input_items))
     }
 
     fn output_span(&self) -> Option<std::ops::Range<usize>> {

@@ -55,12 +55,14 @@ struct Builder<'a, 's> {
 }
 
 /// `referable`: items an `item_reference` may name besides the history and the input
-/// (see [`super::referenced_responses`]); they are not sent unless referenced.
+/// (see [`super::referenced_responses`]); they are not sent unless referenced. `items`:
+/// whether to build [`Input::items`] (left empty otherwise).
 pub(super) fn translate<'a>(
     input: Option<&'a Value>,
     history: &'a [Value],
     referable: &'a [Value],
     model: &str,
+    items: bool,
 ) -> Result<Input<'a>> {
     let listed: &'a [Value] = match input {
         None | Some(Value::String(_)) => &[],
@@ -99,6 +101,7 @@ pub(super) fn translate<'a>(
         add_missing_signatures(&mut b.contents);
     }
     let items = match input {
+        _ if !items => Vec::new(),
         Some(Value::String(s)) => vec![text_item(s)],
         _ => resolved[history.len()..]
             .iter()

@@ -40,18 +40,21 @@ struct Fields<'a> {
 /// `history`: earlier conversation items (from `previous_response_id`, already expanded
 /// by the caller), put before the request's own input. `model` is the bare Gemini name.
 pub fn responses_request(req: &Value, history: &[Value], model: &str) -> Result<ResponsesRequest> {
-    responses_request_with(req, history, &[], model)
+    responses_request_with(req, history, &[], model, true)
 }
 
 /// Like [`responses_request`], with `referable`: output items of earlier responses that
 /// the request's `item_reference`s may name (clients such as the Vercel AI SDK replay
 /// answered items as bare references when `store` is on); only the named ones are sent.
-/// [`referenced_responses`] says which stored responses to load for them.
+/// [`referenced_responses`] says which stored responses to load for them. `items`: build
+/// `input_items` (only an answer that is kept needs them; they cost more than the rest of
+/// the input's translation).
 pub fn responses_request_with(
     req: &Value,
     history: &[Value],
     referable: &[Value],
     model: &str,
+    items: bool,
 ) -> Result<ResponsesRequest> {
     let obj = req
         .as_object()
@@ -72,7 +75,7 @@ pub fn responses_request_with(
         contents,
         system,
         items,
-    } = input::translate(f.input, history, referable, model)?;
+    } = input::translate(f.input, history, referable, model, items)?;
     gemini.contents = contents;
     gemini.system_instruction = system_instruction(f.instructions, system)?;
     tools(f.tools, f.tool_choice, &mut gemini)?;
@@ -802,7 +805,7 @@ mod tests {
             {"type":"item_reference","id":"msg_gwaa_1"},
             {"type":"item_reference","id":"fc_gwaa_2__ts__U0lH"},
             {"type":"function_call_output","call_id":"call_gwaa_2","output":"1"}]});
-        let t = responses_request_with(&req, &[], &answer, "gemini-3-pro-preview").unwrap();
+        let t = responses_request_with(&req, &[], &answer, "gemini-3-pro-preview", true).unwrap();
         let g: Value = serde_json::from_slice(&t.body).unwrap();
         assert_eq!(
             g["contents"][1],

@@ -20,31 +20,63 @@ fn field<'a>(obj: &'a Map<String, Value>, camel: &str, snake: &str) -> Option<&'
         .filter(|v| !v.is_null())
 }
 
-fn object<'a>(v: &'a Value, at: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object()
-        .ok_or_else(|| bad(at, format!("Invalid value at '{at}': expected an object.")))
+/// Where a value sits in the request, for error messages: written out only when an error
+/// names it (formatting every path of a valid request cost more than translating it).
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Root(&'a str),
+    Field(&'a At<'a>, &'a str),
+    Index(&'a At<'a>, usize),
 }
 
-fn array<'a>(v: &'a Value, at: &str) -> Result<&'a [Value]> {
-    v.as_array()
-        .map(Vec::as_slice)
-        .ok_or_else(|| bad(at, format!("Invalid value at '{at}': expected a list.")))
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Root(name) => f.write_str(name),
+            At::Field(parent, name) => write!(f, "{parent}.{name}"),
+            At::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
 }
 
-fn string<'a>(v: &'a Value, at: &str) -> Result<&'a str> {
-    v.as_str()
-        .ok_or_else(|| bad(at, format!("Invalid value at '{at}': expected a string.")))
+fn object<'a>(v: &'a Value, at: impl std::fmt::Display) -> Result<&'a Map<String, Value>> {
+    v.as_object().ok_or_else(|| {
+        let at = at.to_string();
+        bad(&at, format!("Invalid value at '{at}': expected an object."))
+    })
 }
 
-fn number(v: &Value, at: &str) -> Result<Value> {
+fn array<'a>(v: &'a Value, at: impl std::fmt::Display) -> Result<&'a [Value]> {
+    v.as_array().map(Vec::as_slice).ok_or_else(|| {
+        let at = at.to_string();
+        bad(&at, format!("Invalid value at '{at}': expected a list."))
+    })
+}
+
+fn string<'a>(v: &'a Value, at: impl std::fmt::Display) -> Result<&'a str> {
+    v.as_str().ok_or_else(|| {
+        let at = at.to_string();
+        bad(&at, format!("Invalid value at '{at}': expected a string."))
+    })
+}
+
+fn number(v: &Value, at: impl std::fmt::Display) -> Result<Value> {
     if v.is_number() {
         Ok(v.clone())
     } else {
+        let at = at.to_string();
         Err(bad(
-            at,
+            &at,
             format!("Invalid value at '{at}': expected a number."),
         ))
     }
+}
+
+static GENERATION_CONFIG: At<'static> = At::Root("generationConfig");
+
+/// `generationConfig.{key}`, for an error message.
+fn gc_at(key: &str) -> At<'_> {
+    At::Field(&GENERATION_CONFIG, key)
 }
 
 /// Whether OpenAI's `reasoning_effort` applies to `model` (o-series and GPT-5).
@@ -169,15 +201,16 @@ struct PendingCall {
 /// call of its name.
 fn contents_to_messages(contents: &[Value], messages: &mut Vec<Value>) -> Result<()> {
     let mut calls: Vec<PendingCall> = Vec::new();
+    let root = At::Root("contents");
     for (i, c) in contents.iter().enumerate() {
-        let at = format!("contents[{i}]");
-        let obj = object(c, &at)?;
+        let at = At::Index(&root, i);
+        let obj = object(c, at)?;
         let role = match obj.get("role") {
             None | Some(Value::Null) => "user",
-            Some(r) => string(r, &format!("{at}.role"))?,
+            Some(r) => string(r, At::Field(&at, "role"))?,
         };
         let parts = match obj.get("parts") {
-            Some(p) => array(p, &format!("{at}.parts"))?,
+            Some(p) => array(p, At::Field(&at, "parts"))?,
             None => &[],
         };
         match role {
@@ -196,21 +229,25 @@ fn contents_to_messages(contents: &[Value], messages: &mut Vec<Value>) -> Result
 
 fn user_turn(
     parts: &[Value],
-    at: &str,
+    at: &At<'_>,
     calls: &mut [PendingCall],
     messages: &mut Vec<Value>,
 ) -> Result<()> {
     let mut content: Vec<Value> = Vec::new();
+    let list = At::Field(at, "parts");
     for (j, p) in parts.iter().enumerate() {
-        let pat = format!("{at}.parts[{j}]");
-        let part = object(p, &pat)?;
-        match part_kind(part, &pat)? {
+        let at = At::Index(&list, j);
+        let part = object(p, at)?;
+        let pat = || at.to_string();
+        match part_kind(part, &at)? {
             Kind::Text(t) => content.push(json!({"type": "text", "text": t})),
             Kind::Thought => {}
-            Kind::Inline(blob) => content.push(inline_data(blob, &format!("{pat}.inlineData"))?),
-            Kind::File(f) => content.push(file_data(f, &format!("{pat}.fileData"))?),
+            Kind::Inline(blob) => {
+                content.push(inline_data(blob, &format!("{}.inlineData", pat()))?)
+            }
+            Kind::File(f) => content.push(file_data(f, &format!("{}.fileData", pat()))?),
             Kind::FunctionResponse(fr) => {
-                let fat = format!("{pat}.functionResponse");
+                let fat = format!("{}.functionResponse", pat());
                 let name = fr.get("name").and_then(Value::as_str).ok_or_else(|| {
                     bad(format!("{fat}.name"), format!("{fat}.name is required."))
                 })?;
@@ -233,10 +270,11 @@ fn user_turn(
                 messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": text}));
             }
             Kind::FunctionCall(_) => {
+                let pat = pat();
                 return Err(bad(
                     pat.clone(),
                     format!("{pat}: a functionCall part belongs to a `model` turn."),
-                ))
+                ));
             }
         }
     }
@@ -254,25 +292,25 @@ fn user_turn(
 
 fn model_turn(
     parts: &[Value],
-    at: &str,
+    at: &At<'_>,
     index: usize,
     calls: &mut Vec<PendingCall>,
     messages: &mut Vec<Value>,
 ) -> Result<()> {
     let mut text = String::new();
     let mut tool_calls = Vec::new();
+    let list = At::Field(at, "parts");
     for (j, p) in parts.iter().enumerate() {
-        let pat = format!("{at}.parts[{j}]");
-        let part = object(p, &pat)?;
-        match part_kind(part, &pat)? {
+        let at = At::Index(&list, j);
+        let part = object(p, at)?;
+        match part_kind(part, &at)? {
             Kind::Text(t) => text.push_str(t),
             Kind::Thought => {}
             Kind::FunctionCall(fc) => {
-                let fat = format!("{pat}.functionCall");
-                let name = fc
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("{fat}.name"), format!("{fat}.name is required.")))?;
+                let fat = format!("{at}.functionCall");
+                let name = fc.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    bad(format!("{fat}.name"), format!("{fat}.name is required."))
+                })?;
                 let id = match fc.get("id").and_then(Value::as_str) {
                     Some(id) if !id.is_empty() => id.to_string(),
                     _ => format!("call_{index}_{j}"),
@@ -298,10 +336,11 @@ fn model_turn(
                 });
             }
             Kind::Inline(_) | Kind::File(_) | Kind::FunctionResponse(_) => {
+                let pat = at.to_string();
                 return Err(bad(
                     pat.clone(),
                     format!("{pat}: a `model` turn may only hold text and functionCall parts for an OpenAI model."),
-                ))
+                ));
             }
         }
     }
@@ -341,7 +380,7 @@ const PART_ANNOTATIONS: [&str; 4] = [
     "partMetadata",
 ];
 
-fn part_kind<'a>(part: &'a Map<String, Value>, at: &str) -> Result<Kind<'a>> {
+fn part_kind<'a>(part: &'a Map<String, Value>, at: &At<'_>) -> Result<Kind<'a>> {
     let thought = part.get("thought").and_then(Value::as_bool) == Some(true);
     let mut found = None;
     for (key, v) in part {
@@ -349,14 +388,14 @@ fn part_kind<'a>(part: &'a Map<String, Value>, at: &str) -> Result<Kind<'a>> {
             continue;
         }
         let k = match key.as_str() {
-            "text" => Kind::Text(string(v, &format!("{at}.text"))?),
-            "inlineData" | "inline_data" => Kind::Inline(object(v, &format!("{at}.inlineData"))?),
-            "fileData" | "file_data" => Kind::File(object(v, &format!("{at}.fileData"))?),
+            "text" => Kind::Text(string(v, At::Field(at, "text"))?),
+            "inlineData" | "inline_data" => Kind::Inline(object(v, At::Field(at, "inlineData"))?),
+            "fileData" | "file_data" => Kind::File(object(v, At::Field(at, "fileData"))?),
             "functionCall" | "function_call" => {
-                Kind::FunctionCall(object(v, &format!("{at}.functionCall"))?)
+                Kind::FunctionCall(object(v, At::Field(at, "functionCall"))?)
             }
             "functionResponse" | "function_response" => {
-                Kind::FunctionResponse(object(v, &format!("{at}.functionResponse"))?)
+                Kind::FunctionResponse(object(v, At::Field(at, "functionResponse"))?)
             }
             other => {
                 return Err(bad(
@@ -367,7 +406,7 @@ fn part_kind<'a>(part: &'a Map<String, Value>, at: &str) -> Result<Kind<'a>> {
         };
         if found.is_some() {
             return Err(bad(
-                at,
+                at.to_string(),
                 format!("{at}: a part holds exactly one kind of data."),
             ));
         }
@@ -377,7 +416,7 @@ fn part_kind<'a>(part: &'a Map<String, Value>, at: &str) -> Result<Kind<'a>> {
         Some(Kind::Text(_)) if thought => Ok(Kind::Thought),
         Some(k) => Ok(k),
         None if thought => Ok(Kind::Thought),
-        None => Err(bad(at, format!("{at}: the part is empty."))),
+        None => Err(bad(at.to_string(), format!("{at}: the part is empty."))),
     }
 }
 
@@ -467,22 +506,22 @@ fn generation_config(
         }
         match key.as_str() {
             "temperature" => {
-                out.insert("temperature".into(), number(v, &at(key))?);
+                out.insert("temperature".into(), number(v, gc_at(key))?);
             }
             "topP" | "top_p" => {
-                out.insert("top_p".into(), number(v, &at(key))?);
+                out.insert("top_p".into(), number(v, gc_at(key))?);
             }
             // OpenAI has no top-k; it only narrows the pool that temperature/top_p already
             // bound, so it is dropped rather than refused (configs copied from Google's
             // examples set it).
             "topK" | "top_k" => {
-                number(v, &at(key))?;
+                number(v, gc_at(key))?;
             }
             "maxOutputTokens" | "max_output_tokens" => {
-                out.insert("max_completion_tokens".into(), number(v, &at(key))?);
+                out.insert("max_completion_tokens".into(), number(v, gc_at(key))?);
             }
             "stopSequences" | "stop_sequences" => {
-                let list = array(v, &at(key))?;
+                let list = array(v, gc_at(key))?;
                 if list.len() > 4 {
                     return Err(bad(
                         at(key),
@@ -497,18 +536,18 @@ fn generation_config(
                 }
             }
             "candidateCount" | "candidate_count" => {
-                out.insert("n".into(), number(v, &at(key))?);
+                out.insert("n".into(), number(v, gc_at(key))?);
             }
             "seed" => {
-                out.insert("seed".into(), number(v, &at(key))?);
+                out.insert("seed".into(), number(v, gc_at(key))?);
             }
             "presencePenalty" | "presence_penalty" => {
-                out.insert("presence_penalty".into(), number(v, &at(key))?);
+                out.insert("presence_penalty".into(), number(v, gc_at(key))?);
             }
             "frequencyPenalty" | "frequency_penalty" => {
-                out.insert("frequency_penalty".into(), number(v, &at(key))?);
+                out.insert("frequency_penalty".into(), number(v, gc_at(key))?);
             }
-            "responseMimeType" | "response_mime_type" => mime = Some(string(v, &at(key))?),
+            "responseMimeType" | "response_mime_type" => mime = Some(string(v, gc_at(key))?),
             "responseSchema" | "response_schema" => {
                 schema = Some(openapi_to_json_schema(v));
             }
@@ -516,7 +555,7 @@ fn generation_config(
                 schema = Some(v.clone());
             }
             "responseModalities" | "response_modalities" => {
-                let list = array(v, &at(key))?;
+                let list = array(v, gc_at(key))?;
                 if list
                     .iter()
                     .any(|m| m.as_str().map(str::to_ascii_uppercase).as_deref() != Some("TEXT"))
@@ -530,7 +569,7 @@ fn generation_config(
                     ));
                 }
             }
-            "thinkingConfig" | "thinking_config" => thinking(object(v, &at(key))?, model, out)?,
+            "thinkingConfig" | "thinking_config" => thinking(object(v, gc_at(key))?, model, out)?,
             other => {
                 return Err(bad(
                     at(other),
