@@ -192,6 +192,10 @@ pub struct RequestTrace {
     operation: &'static str,
     request_model: Option<String>,
     answer: AnswerFacts,
+    /// The server span's attributes and new name, set in one go when it ends: each write
+    /// through the context's span takes the span's lock.
+    server_attrs: Vec<KeyValue>,
+    server_name: Option<String>,
 }
 
 /// What the answer's body said, read only when the span records.
@@ -200,8 +204,6 @@ struct AnswerFacts {
     model: Option<String>,
     id: Option<String>,
     finish_reasons: Vec<StringValue>,
-    /// OpenAI's `usage`, for answers whose usage the relay did not record.
-    usage: Option<(u64, u64)>,
 }
 
 /// `gen_ai.operation.name` for a client API (`None`: a passthrough route that is not one).
@@ -256,6 +258,8 @@ pub fn start(req: &pingora::http::RequestHeader, route: &'static str) -> Option<
         operation: "",
         request_model: None,
         answer: AnswerFacts::default(),
+        server_attrs: Vec::with_capacity(16),
+        server_name: None,
     })
 }
 
@@ -272,22 +276,22 @@ impl RequestTrace {
         max_tokens: Option<u64>,
         request_id: &str,
     ) {
-        let span = self.cx.span();
-        if !span.is_recording() {
+        if !self.recording() {
             return;
         }
-        span.set_attribute(KeyValue::new(attr::REQUEST_ID, str_value(request_id)));
-        span.set_attribute(KeyValue::new(attr::STREAM, api.stream()));
+        let attrs = &mut self.server_attrs;
+        attrs.push(KeyValue::new(attr::REQUEST_ID, str_value(request_id)));
+        attrs.push(KeyValue::new(attr::STREAM, api.stream()));
         let Some(op) = operation(api) else { return };
         self.operation = op;
-        span.set_attribute(KeyValue::new(attr::OPERATION, op));
+        attrs.push(KeyValue::new(attr::OPERATION, op));
         if let Some(m) = model {
-            span.update_name(format!("{op} {m}"));
-            span.set_attribute(KeyValue::new(attr::REQUEST_MODEL, str_value(m)));
+            self.server_name = Some(format!("{op} {m}"));
+            attrs.push(KeyValue::new(attr::REQUEST_MODEL, str_value(m)));
             self.request_model = Some(m.to_string());
         }
         if let Some(n) = max_tokens {
-            span.set_attribute(KeyValue::new(
+            attrs.push(KeyValue::new(
                 attr::REQUEST_MAX_TOKENS,
                 i64::try_from(n).unwrap_or(i64::MAX),
             ));
@@ -398,7 +402,6 @@ impl RequestTrace {
         }
         if let Ok(head) = serde_json::from_slice::<AnswerHead>(body) {
             let response = head.object_is_response();
-            self.answer.usage = crate::proxy::pump::usage_of(body);
             self.answer.model = head.model.map(Cow::into_owned);
             self.answer.id = head.id.map(Cow::into_owned);
             self.answer.finish_reasons = head
@@ -424,7 +427,8 @@ impl RequestTrace {
             if let Some(p) = ctx.provider {
                 common.push(KeyValue::new(attr::PROVIDER, provider_name(p)));
             }
-            if let Some((input, output)) = ctx.usage.or(self.answer.usage) {
+            // Every whole answer's usage is recorded by the relay (translated or not).
+            if let Some((input, output)) = ctx.usage {
                 common.push(KeyValue::new(
                     attr::INPUT_TOKENS,
                     i64::try_from(input).unwrap_or(i64::MAX),
@@ -475,23 +479,26 @@ impl RequestTrace {
         }
         let span = self.cx.span();
         if recording {
-            span.set_attribute(KeyValue::new(attr::HTTP_STATUS, i64::from(ctx.status)));
-            span.set_attribute(KeyValue::new(attr::ATTEMPTS, i64::from(ctx.attempts)));
-            span.set_attribute(KeyValue::new(attr::CACHE, ctx.cache));
+            let mut attrs = std::mem::take(&mut self.server_attrs);
+            attrs.push(KeyValue::new(attr::HTTP_STATUS, i64::from(ctx.status)));
+            attrs.push(KeyValue::new(attr::ATTEMPTS, i64::from(ctx.attempts)));
+            attrs.push(KeyValue::new(attr::CACHE, ctx.cache));
             if let Some(peer) = &ctx.peer {
-                span.set_attribute(KeyValue::new(attr::PEER, str_value(&peer.authority)));
+                attrs.push(KeyValue::new(attr::PEER, str_value(&peer.authority)));
             }
             if let Some(id) = &ctx.key_id {
-                span.set_attribute(KeyValue::new(attr::KEY_ID, str_value(id)));
+                attrs.push(KeyValue::new(attr::KEY_ID, str_value(id)));
             }
             if let Some(s) = ctx.key_source {
-                span.set_attribute(KeyValue::new(attr::KEY_SOURCE, s));
+                attrs.push(KeyValue::new(attr::KEY_SOURCE, s));
             }
-            for kv in common {
-                span.set_attribute(kv);
-            }
+            attrs.extend(common);
             if let Some(e) = ctx.error {
-                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, e));
+                attrs.push(KeyValue::new(attr::ERROR_TYPE, e));
+            }
+            span.set_attributes(attrs);
+            if let Some(name) = self.server_name.take() {
+                span.update_name(name);
             }
             if ctx.status >= 500 {
                 span.set_status(Status::error(ctx.error.unwrap_or("server_error")));
