@@ -833,16 +833,13 @@ impl Gateway {
                         include_usage: head.stream_options.is_some_and(|o| o.include_usage),
                     },
                 };
-                // The whole tree is needed to translate, rewrite the model, key the cache or
-                // estimate tokens; a plain OpenAI request with none of these is never re-parsed.
+                // The whole tree is needed to translate, rewrite the model or key the cache; a
+                // plain OpenAI request with none of these is never re-parsed. A token
+                // estimate alone (TPM, budgets, cost order) reads the bytes without a tree.
                 let needs_tree = cfg.cache.enabled
                     || previous.is_some()
                     || matches!(op, Op::Responses { .. })
                         && responses::ITEM_REFERENCE.find(&body).is_some()
-                    || key_tpm.is_some()
-                    || caller_policy.as_ref().is_some_and(|p| p.budget.is_some())
-                    || cfg.routing.strategy == Strategy::CostOptimized
-                        && resolution.candidates.len() > 1
                     || resolution
                         .candidates
                         .iter()
@@ -953,10 +950,15 @@ impl Gateway {
         } else {
             None
         };
-        let estimate = parsed
-            .as_ref()
-            .filter(|_| needs_estimate)
-            .map(strategy::estimate_tokens);
+        // From the tree when there is one, else from the bytes (the same visitors, no tree).
+        let estimate = match (&parsed, needs_estimate) {
+            (_, false) => None,
+            (Some(tree), true) => Some(strategy::estimate_tokens(tree)),
+            (None, true) => Some(
+                strategy::estimate_tokens_of(&body)
+                    .map_err(|e| GatewayError::bad_request(e.to_string()))?,
+            ),
+        };
         order_candidates(rt, &mut candidates, estimate);
         let tenant = matches!(op, Op::Responses { .. })
             .then(|| responses::tenant(ctx, &client_keys))
