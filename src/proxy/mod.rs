@@ -1158,17 +1158,24 @@ impl Gateway {
         // USD budget (SPEC §13): the estimate reserved now, settled with the real cost
         // (after the cache: a hit costs nothing).
         // JWT callers without a budget skip it; managed keys always count (their spend is shown).
+        // The first candidate's price, looked up once: the settle reuses it when that
+        // candidate answered.
+        let budgets = &self.state.identity.budgets;
+        let mut first_price = None;
         let spend = match &caller_policy {
             Some(p) if p.budget.is_some() || !p.id.starts_with("jwt:") => {
-                let cost = with_keys.first().map_or(0.0, |(c, _)| {
-                    cost_of(cfg, c.provider.name(), &c.model, estimate.unwrap_or((0, 0)))
+                first_price = with_keys.first().and_then(|(c, _)| {
+                    strategy::price_of(c.provider.name(), &c.model, &cfg.pricing)
                 });
-                let reserve = self
-                    .state
-                    .identity
-                    .budgets
-                    .reserve(&p.id, p.budget.as_ref(), cost);
-                match Box::pin(reserve).await {
+                let cost = first_price.map_or(0.0, |price| {
+                    let (input, output) = estimate.unwrap_or((0, 0));
+                    strategy::estimated_cost(&price, input, output)
+                });
+                let reserved = match budgets.try_reserve_now(&p.id, p.budget.as_ref(), cost) {
+                    Some(r) => r,
+                    None => Box::pin(budgets.reserve(&p.id, p.budget.as_ref(), cost)).await,
+                };
+                match reserved {
                     Ok(r) => Some(r),
                     Err(period) => {
                         log::info!(target: targets::PROXY, "request {} refused: {} budget of {} spent", ctx.request_id, period, p.id);
@@ -1271,7 +1278,14 @@ impl Gateway {
         if let Some(r) = spend {
             let actual = match (ctx.usage, ctx.provider, &ctx.model) {
                 (Some(usage), Some(p), Some(m)) if ctx.cache != "HIT" => {
-                    Some(cost_of(cfg, p.name(), m, usage))
+                    let first = job.candidates.first().map(|(c, _)| c);
+                    Some(match first {
+                        Some(c) if c.provider == p && c.model == *m => first_price
+                            .map_or(0.0, |price| {
+                                strategy::estimated_cost(&price, usage.0, usage.1)
+                            }),
+                        _ => cost_of(cfg, p.name(), m, usage),
+                    })
                 }
                 // An answer that began (a 2xx went out) but never reported usage, e.g. a
                 // stream the client aborted: it costs what was reserved, or aborting early
@@ -1279,7 +1293,9 @@ impl Gateway {
                 _ if ctx.cache != "HIT" && (200..300).contains(&ctx.status) => None,
                 _ => Some(0.0),
             };
-            Box::pin(self.state.identity.budgets.settle(r, actual)).await;
+            if let Err(r) = budgets.try_settle_now(r, actual) {
+                Box::pin(budgets.settle(r, actual)).await;
+            }
         }
         if let Some(r) = reservation {
             let actual = ctx
