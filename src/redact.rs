@@ -49,7 +49,7 @@ impl<'a> Secrets<'a> {
     pub fn redact_known<'t>(&self, text: &'t [u8]) -> Cow<'t, [u8]> {
         let mut out: Cow<'t, [u8]> = Cow::Borrowed(text);
         for secret in &self.known {
-            if out.len() >= secret.len() && memmem::find(&out, secret).is_some() {
+            if out.len() >= secret.len() && find(&out, secret).is_some() {
                 out = Cow::Owned(replace_all(&out, secret));
             }
         }
@@ -69,13 +69,32 @@ impl<'a> Secrets<'a> {
     pub fn leaks_known(&self, text: &[u8]) -> bool {
         self.known
             .iter()
-            .any(|s| text.len() >= s.len() && memmem::find(text, s).is_some())
+            .any(|s| text.len() >= s.len() && find(text, s).is_some())
     }
 
     /// Whether `text` holds a known secret or a key-shaped token.
     pub fn leaks(&self, text: &[u8]) -> bool {
         matches!(self.redact(text), Cow::Owned(_))
     }
+}
+
+/// The longest needle memchr searches with its packed-pair searcher; for a longer one
+/// `memmem::find` builds a Two-Way searcher on every call (about 2k instructions, more than
+/// scanning a whole small answer), which most keys are long enough to get.
+const PACKED_NEEDLE: usize = 32;
+
+/// Where `secret` first occurs in `text`: a long secret is found by its first
+/// `PACKED_NEEDLE` bytes and checked whole at each hit (a key's leading bytes are
+/// random enough that hits of the head alone are rare).
+fn find(text: &[u8], secret: &[u8]) -> Option<usize> {
+    if secret.len() <= PACKED_NEEDLE {
+        return memmem::find(text, secret);
+    }
+    let (head, tail) = secret.split_at(PACKED_NEEDLE);
+    memmem::find_iter(text, head).find(|&at| {
+        text.get(at + PACKED_NEEDLE..)
+            .is_some_and(|rest| rest.starts_with(tail))
+    })
 }
 
 fn replace_all(text: &[u8], secret: &[u8]) -> Vec<u8> {
@@ -164,6 +183,26 @@ mod tests {
             "{out}"
         );
         assert_eq!(out.matches(MASK).count(), 3, "{out}");
+    }
+
+    #[test]
+    fn long_secrets_are_found_by_their_head_and_checked_whole() {
+        let key = "llmgw_0123456789abcdefghijklmnopqrstuvwxyzABCDEF";
+        let head = &key[..PACKED_NEEDLE];
+        let s = secrets(&[key]);
+        let only_head = format!("{head}-not-the-rest and {head}");
+        assert!(
+            !s.leaks_known(only_head.as_bytes()),
+            "the head alone is no match"
+        );
+        let second = format!("{head}-x {key} end");
+        assert_eq!(find(second.as_bytes(), key.as_bytes()), second.find(key));
+        let out = s.redact_known(second.as_bytes());
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            format!("{head}-x {MASK} end"),
+            "the whole key masked, the lone head kept"
+        );
     }
 
     #[test]

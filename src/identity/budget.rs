@@ -71,24 +71,150 @@ fn redis_key(caller: &str, period: Period, window: u64) -> String {
     )
 }
 
-fn local_key(caller: &str, period: Period, window: u64) -> String {
+/// The state file's name for one counter: `caller\0period\0window`.
+fn file_key(caller: &str, period: Period, window: u64) -> String {
     format!("{caller}\u{0}{}\u{0}{window}", period.name())
 }
 
-/// A cost held for one admitted request until [`Budgets::settle`].
+/// One caller's local counters. Kept per caller (looked up by the caller's id as it is) so
+/// that counting a request builds no key: the state file's `caller\0period\0window` names
+/// are written only when the counters are saved.
+#[derive(Debug, Default)]
+struct LocalSpend {
+    /// The whole life's spend (the `total` counter).
+    total: i64,
+    /// `(period, window, spend)` of the daily and monthly windows counted: one or two in
+    /// practice (windows already over are dropped at each save), so a list beats a map.
+    windows: Vec<(Period, u64, i64)>,
+}
+
+impl LocalSpend {
+    fn value(&self, period: Period, w: u64) -> i64 {
+        match period {
+            Period::Total => self.total,
+            Period::Daily | Period::Monthly => self
+                .windows
+                .iter()
+                .find(|(p, x, _)| *p == period && *x == w)
+                .map_or(0, |&(_, _, v)| v),
+        }
+    }
+
+    fn counter(&mut self, period: Period, w: u64) -> &mut i64 {
+        if period == Period::Total {
+            return &mut self.total;
+        }
+        let at = match self
+            .windows
+            .iter()
+            .position(|(p, x, _)| *p == period && *x == w)
+        {
+            Some(i) => i,
+            None => {
+                self.windows.push((period, w, 0));
+                self.windows.len() - 1
+            }
+        };
+        &mut self.windows[at].2
+    }
+
+    /// Admitted while the period count is below the limit; then `amount` is added to the
+    /// period's count and (for a daily or monthly period) to the total, neither below 0.
+    /// A refusal creates no counter.
+    fn add(&mut self, period: Period, w: u64, amount: i64, limit: Option<i64>) -> bool {
+        if limit.is_some_and(|l| amount > 0 && self.value(period, w) >= l) {
+            return false;
+        }
+        let cur = self.counter(period, w);
+        *cur = (*cur + amount).max(0);
+        if period != Period::Total {
+            self.total = (self.total + amount).max(0);
+        }
+        true
+    }
+}
+
+/// The state file's counters as per-caller ones; names that do not parse are dropped (they
+/// could never be read).
+fn from_file(spend: BTreeMap<String, i64>) -> BTreeMap<String, LocalSpend> {
+    let mut local: BTreeMap<String, LocalSpend> = BTreeMap::new();
+    for (k, v) in spend {
+        let mut parts = k.rsplitn(3, '\u{0}');
+        let (w, p, caller) = (parts.next(), parts.next(), parts.next());
+        let (Some(w), Some(p), Some(caller)) = (
+            w.and_then(|w| w.parse::<u64>().ok()),
+            p.and_then(Period::parse),
+            caller,
+        ) else {
+            continue;
+        };
+        let entry = local.entry(caller.to_string()).or_default();
+        match p {
+            Period::Total if w == 0 => entry.total = v,
+            Period::Total => {}
+            Period::Daily | Period::Monthly => entry.windows.push((p, w, v)),
+        }
+    }
+    local
+}
+
+/// The per-caller counters under the state file's names.
+fn to_file(local: &BTreeMap<String, LocalSpend>) -> BTreeMap<String, i64> {
+    let mut spend = BTreeMap::new();
+    for (caller, s) in local {
+        spend.insert(file_key(caller, Period::Total, 0), s.total);
+        for &(p, w, v) in &s.windows {
+            spend.insert(file_key(caller, p, w), v);
+        }
+    }
+    spend
+}
+
+/// A cost held for one admitted request until [`Budgets::settle`]. It borrows the caller's
+/// id (the request's policy outlives it) rather than copying it for every request.
 #[derive(Debug)]
 #[must_use = "settle the reservation with the real cost"]
-pub struct Reservation {
-    caller: String,
+pub struct Reservation<'a> {
+    caller: &'a str,
     period: Period,
     window: u64,
     reserved: i64,
     shared: bool,
 }
 
+impl<'a> Reservation<'a> {
+    /// The reservation of `estimate_usd` in the budget's current window (not counted yet).
+    fn new(caller: &'a str, budget: Option<&Budget>, estimate_usd: f64) -> Self {
+        let period = budget.map_or(Period::Total, |b| b.period);
+        Reservation {
+            caller,
+            period,
+            window: window(period, super::now_ms()),
+            reserved: to_micro(estimate_usd).max(0),
+            shared: false,
+        }
+    }
+}
+
+fn budget_limit(budget: Option<&Budget>) -> Option<i64> {
+    budget.map(|b| to_micro(b.usd))
+}
+
+fn admitted_or_refused(
+    r: Reservation<'_>,
+    admitted: bool,
+) -> Result<Reservation<'_>, &'static str> {
+    if admitted {
+        Ok(r)
+    } else {
+        super::metrics::budget_refused(r.period.name());
+        Err(r.period.name())
+    }
+}
+
 /// Spend counters of every caller with a budget or a managed key.
 pub struct Budgets {
-    local: Mutex<BTreeMap<String, i64>>,
+    local: Mutex<BTreeMap<String, LocalSpend>>,
     dirty: AtomicBool,
     state: Option<Arc<StateFile>>,
     redis: Option<Arc<IdentityRedis>>,
@@ -96,7 +222,7 @@ pub struct Budgets {
 
 impl Budgets {
     pub fn new(state: Option<Arc<StateFile>>, redis: Option<Arc<IdentityRedis>>) -> Self {
-        let local = state.as_ref().map(|s| s.spend()).unwrap_or_default();
+        let local = from_file(state.as_ref().map(|s| s.spend()).unwrap_or_default());
         Self {
             local: Mutex::new(local),
             dirty: AtomicBool::new(false),
@@ -107,52 +233,49 @@ impl Budgets {
 
     /// Reserves `estimate_usd` for `caller`; `Err(period)` when the budget is already reached.
     /// Without a budget the cost is still reserved (for the spend shown by the admin API).
-    pub async fn reserve(
+    pub async fn reserve<'a>(
         &self,
-        caller: &str,
+        caller: &'a str,
         budget: Option<&Budget>,
         estimate_usd: f64,
-    ) -> Result<Reservation, &'static str> {
-        let period = budget.map_or(Period::Total, |b| b.period);
-        let limit = budget.map(|b| to_micro(b.usd));
-        let now = super::now_ms();
-        let w = window(period, now);
-        let amount = to_micro(estimate_usd).max(0);
-        let (admitted, shared) = self.count(caller, period, w, amount, limit).await;
-        if !admitted {
-            super::metrics::budget_refused(period.name());
-            return Err(period.name());
+    ) -> Result<Reservation<'a>, &'static str> {
+        let mut r = Reservation::new(caller, budget, estimate_usd);
+        let (admitted, shared) = self
+            .count(caller, r.period, r.window, r.reserved, budget_limit(budget))
+            .await;
+        r.shared = shared;
+        admitted_or_refused(r, admitted)
+    }
+
+    /// [`Budgets::reserve`] answered at once when the counters are only this instance's (no
+    /// Redis configured); `None` when it has to ask Redis. The request path then has no future
+    /// to box for the common single-instance case.
+    pub fn try_reserve_now<'a>(
+        &self,
+        caller: &'a str,
+        budget: Option<&Budget>,
+        estimate_usd: f64,
+    ) -> Option<Result<Reservation<'a>, &'static str>> {
+        if self.redis.is_some() {
+            return None;
         }
-        Ok(Reservation {
-            caller: caller.to_string(),
-            period,
-            window: w,
-            reserved: amount,
-            shared,
-        })
+        let r = Reservation::new(caller, budget, estimate_usd);
+        let admitted = self.add_local(caller, r.period, r.window, r.reserved, budget_limit(budget));
+        Some(admitted_or_refused(r, admitted))
     }
 
     /// Replaces the reservation with the real cost; `None` (usage unknown) keeps what was
     /// reserved.
-    pub async fn settle(&self, r: Reservation, actual_usd: Option<f64>) {
-        let actual = actual_usd.map_or(r.reserved, |usd| to_micro(usd).max(0));
-        let actual_usd = to_usd(actual);
-        let delta = actual - r.reserved;
-        let label = if r.caller.starts_with("jwt:") {
-            "jwt"
-        } else {
-            r.caller.as_str()
-        };
-        super::metrics::spend(label, actual_usd);
-        if delta == 0 {
+    pub async fn settle(&self, r: Reservation<'_>, actual_usd: Option<f64>) {
+        let Some(delta) = self.settled(&r, actual_usd) else {
             return;
-        }
+        };
         if r.shared {
             if let Some(redis) = &self.redis {
                 let done = redis
                     .spend(
-                        redis_key(&r.caller, r.period, r.window),
-                        redis_key(&r.caller, Period::Total, 0),
+                        redis_key(r.caller, r.period, r.window),
+                        redis_key(r.caller, Period::Total, 0),
                         delta,
                         None,
                         ttl_ms(r.period),
@@ -163,7 +286,37 @@ impl Budgets {
                 }
             }
         }
-        self.add_local(&r.caller, r.period, r.window, delta, None);
+        self.add_local(r.caller, r.period, r.window, delta, None);
+    }
+
+    /// [`Budgets::settle`] done at once for a reservation counted here; one counted in Redis
+    /// is handed back, to be settled there with `settle`.
+    pub fn try_settle_now<'a>(
+        &self,
+        r: Reservation<'a>,
+        actual_usd: Option<f64>,
+    ) -> Result<(), Reservation<'a>> {
+        if r.shared {
+            return Err(r);
+        }
+        if let Some(delta) = self.settled(&r, actual_usd) {
+            self.add_local(r.caller, r.period, r.window, delta, None);
+        }
+        Ok(())
+    }
+
+    /// Counts the settled spend in the metrics; the change to the counters, `None` when the
+    /// real cost is what was reserved.
+    fn settled(&self, r: &Reservation<'_>, actual_usd: Option<f64>) -> Option<i64> {
+        let actual = actual_usd.map_or(r.reserved, |usd| to_micro(usd).max(0));
+        let label = if r.caller.starts_with("jwt:") {
+            "jwt"
+        } else {
+            r.caller
+        };
+        super::metrics::spend(label, to_usd(actual));
+        let delta = actual - r.reserved;
+        (delta != 0).then_some(delta)
     }
 
     /// Spend in the current `period` window and in total, in USD.
@@ -193,7 +346,7 @@ impl Budgets {
 
     fn local_value(&self, caller: &str, period: Period, w: u64) -> i64 {
         let map = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&local_key(caller, period, w)).copied().unwrap_or(0)
+        map.get(caller).map_or(0, |s| s.value(period, w))
     }
 
     async fn count(
@@ -221,7 +374,8 @@ impl Budgets {
         (self.add_local(caller, period, w, amount, limit), false)
     }
 
-    /// Local counting: admitted while the period count is below the limit.
+    /// Local counting: admitted while the period count is below the limit. The caller's
+    /// entry is created on its first request; later ones look it up by `caller` as it is.
     fn add_local(
         &self,
         caller: &str,
@@ -231,19 +385,22 @@ impl Budgets {
         limit: Option<i64>,
     ) -> bool {
         let mut map = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        let key = local_key(caller, period, w);
-        let cur = map.get(&key).copied().unwrap_or(0);
-        if limit.is_some_and(|l| amount > 0 && cur >= l) {
-            return false;
+        let admitted = match map.get_mut(caller) {
+            Some(s) => s.add(period, w, amount, limit),
+            None => {
+                // A refusal stores nothing, as for a known caller.
+                let mut s = LocalSpend::default();
+                let admitted = s.add(period, w, amount, limit);
+                if admitted {
+                    map.insert(caller.to_string(), s);
+                }
+                admitted
+            }
+        };
+        if admitted {
+            self.dirty.store(true, Ordering::Release);
         }
-        map.insert(key, (cur + amount).max(0));
-        if period != Period::Total {
-            let total = local_key(caller, Period::Total, 0);
-            let t = map.get(&total).copied().unwrap_or(0);
-            map.insert(total, (t + amount).max(0));
-        }
-        self.dirty.store(true, Ordering::Release);
-        true
+        admitted
     }
 
     /// Writes the local counters to the state file when they changed; windows already over
@@ -256,18 +413,10 @@ impl Budgets {
         let now = super::now_ms();
         let snapshot = {
             let mut map = self.local.lock().unwrap_or_else(|e| e.into_inner());
-            map.retain(|k, _| {
-                let mut parts = k.rsplitn(3, '\u{0}');
-                let (w, p) = (parts.next(), parts.next());
-                match (
-                    p.and_then(Period::parse),
-                    w.and_then(|w| w.parse::<u64>().ok()),
-                ) {
-                    (Some(p), Some(w)) => w >= window(p, now),
-                    _ => false,
-                }
-            });
-            map.clone()
+            for s in map.values_mut() {
+                s.windows.retain(|&(p, w, _)| w >= window(p, now));
+            }
+            to_file(&map)
         };
         if let Err(e) = state.save_spend(snapshot) {
             self.dirty.store(true, Ordering::Release);
@@ -322,5 +471,42 @@ mod tests {
             "{period} {total}"
         );
         assert!(b.reserve("k", Some(&budget), 0.1).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn counters_keep_the_state_file_names_and_a_refusal_stores_nothing() {
+        let b = Budgets::new(None, None);
+        let daily = Budget {
+            usd: 1.0,
+            period: Period::Daily,
+        };
+        let nothing = Budget {
+            usd: 0.0,
+            period: Period::Monthly,
+        };
+        let r = b.reserve("a\u{0}b", Some(&daily), 0.5).await.unwrap();
+        b.settle(r, Some(0.25)).await;
+        assert!(b.reserve("c", Some(&nothing), 0.1).await.is_err());
+        // Without Redis the synchronous forms answer, the same as the async ones.
+        let r = b.try_reserve_now("t", None, 0.125).unwrap().unwrap();
+        assert!(
+            b.try_settle_now(r, None).is_ok(),
+            "a local reservation settles at once"
+        );
+        let w = window(Period::Daily, super::super::now_ms());
+        let file = to_file(&b.local.lock().unwrap());
+        let want: BTreeMap<String, i64> = [
+            (format!("a\u{0}b\u{0}daily\u{0}{w}"), 250_000),
+            ("a\u{0}b\u{0}total\u{0}0".to_string(), 250_000),
+            ("t\u{0}total\u{0}0".to_string(), 125_000),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(file, want, "caller c was refused: no counter for it");
+        // Read back (a caller id holding the separator included), unreadable names dropped.
+        let mut with_junk = want.clone();
+        with_junk.insert("junk".into(), 5);
+        with_junk.insert("x\u{0}weekly\u{0}1".into(), 5);
+        assert_eq!(to_file(&from_file(with_junk)), want);
     }
 }

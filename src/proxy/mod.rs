@@ -833,16 +833,13 @@ impl Gateway {
                         include_usage: head.stream_options.is_some_and(|o| o.include_usage),
                     },
                 };
-                // The whole tree is needed to translate, rewrite the model, key the cache or
-                // estimate tokens; a plain OpenAI request with none of these is never re-parsed.
+                // The whole tree is needed to translate, rewrite the model or key the cache; a
+                // plain OpenAI request with none of these is never re-parsed. A token
+                // estimate alone (TPM, budgets, cost order) reads the bytes without a tree.
                 let needs_tree = cfg.cache.enabled
                     || previous.is_some()
                     || matches!(op, Op::Responses { .. })
                         && responses::ITEM_REFERENCE.find(&body).is_some()
-                    || key_tpm.is_some()
-                    || caller_policy.as_ref().is_some_and(|p| p.budget.is_some())
-                    || cfg.routing.strategy == Strategy::CostOptimized
-                        && resolution.candidates.len() > 1
                     || resolution
                         .candidates
                         .iter()
@@ -953,10 +950,15 @@ impl Gateway {
         } else {
             None
         };
-        let estimate = parsed
-            .as_ref()
-            .filter(|_| needs_estimate)
-            .map(strategy::estimate_tokens);
+        // From the tree when there is one, else from the bytes (the same visitors, no tree).
+        let estimate = match (&parsed, needs_estimate) {
+            (_, false) => None,
+            (Some(tree), true) => Some(strategy::estimate_tokens(tree)),
+            (None, true) => Some(
+                strategy::estimate_tokens_of(&body)
+                    .map_err(|e| GatewayError::bad_request(e.to_string()))?,
+            ),
+        };
         order_candidates(rt, &mut candidates, estimate);
         let tenant = matches!(op, Op::Responses { .. })
             .then(|| responses::tenant(ctx, &client_keys))
@@ -1156,17 +1158,24 @@ impl Gateway {
         // USD budget (SPEC §13): the estimate reserved now, settled with the real cost
         // (after the cache: a hit costs nothing).
         // JWT callers without a budget skip it; managed keys always count (their spend is shown).
+        // The first candidate's price, looked up once: the settle reuses it when that
+        // candidate answered.
+        let budgets = &self.state.identity.budgets;
+        let mut first_price = None;
         let spend = match &caller_policy {
             Some(p) if p.budget.is_some() || !p.id.starts_with("jwt:") => {
-                let cost = with_keys.first().map_or(0.0, |(c, _)| {
-                    cost_of(cfg, c.provider.name(), &c.model, estimate.unwrap_or((0, 0)))
+                first_price = with_keys.first().and_then(|(c, _)| {
+                    strategy::price_of(c.provider.name(), &c.model, &cfg.pricing)
                 });
-                let reserve = self
-                    .state
-                    .identity
-                    .budgets
-                    .reserve(&p.id, p.budget.as_ref(), cost);
-                match Box::pin(reserve).await {
+                let cost = first_price.map_or(0.0, |price| {
+                    let (input, output) = estimate.unwrap_or((0, 0));
+                    strategy::estimated_cost(&price, input, output)
+                });
+                let reserved = match budgets.try_reserve_now(&p.id, p.budget.as_ref(), cost) {
+                    Some(r) => r,
+                    None => Box::pin(budgets.reserve(&p.id, p.budget.as_ref(), cost)).await,
+                };
+                match reserved {
                     Ok(r) => Some(r),
                     Err(period) => {
                         log::info!(target: targets::PROXY, "request {} refused: {} budget of {} spent", ctx.request_id, period, p.id);
@@ -1270,7 +1279,14 @@ impl Gateway {
         if let Some(r) = spend {
             let actual = match (ctx.usage, ctx.provider, &ctx.model) {
                 (Some(usage), Some(p), Some(m)) if ctx.cache != "HIT" => {
-                    Some(cost_of(cfg, p.name(), m, usage))
+                    let first = job.candidates.first().map(|(c, _)| c);
+                    Some(match first {
+                        Some(c) if c.provider == p && c.model == *m => first_price
+                            .map_or(0.0, |price| {
+                                strategy::estimated_cost(&price, usage.0, usage.1)
+                            }),
+                        _ => cost_of(cfg, p.name(), m, usage),
+                    })
                 }
                 // An answer that began (a 2xx went out) but never reported usage, e.g. a
                 // stream the client aborted: it costs what was reserved, or aborting early
@@ -1278,7 +1294,9 @@ impl Gateway {
                 _ if ctx.cache != "HIT" && (200..300).contains(&ctx.status) => None,
                 _ => Some(0.0),
             };
-            Box::pin(self.state.identity.budgets.settle(r, actual)).await;
+            if let Err(r) = budgets.try_settle_now(r, actual) {
+                Box::pin(budgets.settle(r, actual)).await;
+            }
         }
         if let Some(r) = reservation {
             let actual = ctx
