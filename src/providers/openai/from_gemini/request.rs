@@ -39,21 +39,21 @@ impl std::fmt::Display for At<'_> {
     }
 }
 
-fn object<'a>(v: &'a Value, at: impl std::fmt::Display) -> Result<&'a Map<String, Value>> {
+fn object(v: &Value, at: impl std::fmt::Display) -> Result<&Map<String, Value>> {
     v.as_object().ok_or_else(|| {
         let at = at.to_string();
         bad(&at, format!("Invalid value at '{at}': expected an object."))
     })
 }
 
-fn array<'a>(v: &'a Value, at: impl std::fmt::Display) -> Result<&'a [Value]> {
+fn array(v: &Value, at: impl std::fmt::Display) -> Result<&[Value]> {
     v.as_array().map(Vec::as_slice).ok_or_else(|| {
         let at = at.to_string();
         bad(&at, format!("Invalid value at '{at}': expected a list."))
     })
 }
 
-fn string<'a>(v: &'a Value, at: impl std::fmt::Display) -> Result<&'a str> {
+fn string(v: &Value, at: impl std::fmt::Display) -> Result<&str> {
     v.as_str().ok_or_else(|| {
         let at = at.to_string();
         bad(&at, format!("Invalid value at '{at}': expected a string."))
@@ -529,7 +529,7 @@ fn generation_config(
                     ));
                 }
                 for (i, s) in list.iter().enumerate() {
-                    string(s, &format!("{}[{i}]", at(key)))?;
+                    string(s, format!("{}[{i}]", at(key)))?;
                 }
                 if !list.is_empty() {
                     out.insert("stop".into(), v.clone());
@@ -778,7 +778,7 @@ fn tools_to_openai(tools: &[Value], allowed: Option<&[String]>) -> Result<Vec<Va
                     format!("{at}.{key}: only functionDeclarations tools can be used with an OpenAI model."),
                 ));
             }
-            for (j, d) in array(v, &format!("{at}.functionDeclarations"))?
+            for (j, d) in array(v, format!("{at}.functionDeclarations"))?
                 .iter()
                 .enumerate()
             {
@@ -871,7 +871,7 @@ pub fn embed_request(body: &Value, model: &str, batch: bool) -> Result<Vec<u8>> 
 fn embed_text(content: &Value, at: &str) -> Result<String> {
     let parts = object(content, at)?
         .get("parts")
-        .map(|p| array(p, &format!("{at}.parts")))
+        .map(|p| array(p, format!("{at}.parts")))
         .transpose()?
         .unwrap_or_default();
     let mut text = String::new();
