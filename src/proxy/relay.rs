@@ -545,9 +545,13 @@ async fn send_attempt(
     }
 }
 
-/// Writes the request. Over HTTP/1 a request with a body goes out in one write, header and
-/// body together: Pingora's `write_request_header` flushes the header by itself, which costs
-/// a second syscall and a second TCP segment (and its processing at both ends) per request.
+/// Bodies up to this size are copied behind the header and sent in one write; a larger one
+/// is sent as it is after the header (one more syscall is nothing beside copying it).
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// Writes the request. Over HTTP/1 a request with a small body goes out in one write, header
+/// and body together: Pingora's `write_request_header` flushes the header by itself, which
+/// costs a second syscall and a second TCP segment (and its processing at both ends).
 /// The session is rebuilt over the same connection as the connector builds it; it then has no
 /// record of the request, which only matters for `HEAD` (an answer without its body) and
 /// upgrades, neither of which takes this path.
@@ -561,7 +565,11 @@ async fn send_request(
     use pingora::{ErrorType, OrErr};
     use tokio::io::AsyncWriteExt;
     match up {
-        HttpSession::H1(h1) if header.method != http::Method::HEAD && !body.is_empty() => {
+        HttpSession::H1(h1)
+            if header.method != http::Method::HEAD
+                && !body.is_empty()
+                && body.len() <= COALESCE_LIMIT =>
+        {
             let Some(mut wire) = http_req_header_to_wire(&header) else {
                 return pingora::Error::e_explain(
                     ErrorType::InvalidHTTPHeader,

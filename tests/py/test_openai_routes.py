@@ -99,6 +99,19 @@ def test_a_5_mib_body_reaches_the_upstream_intact(gw, mock):
     assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
+def test_bodies_across_the_one_write_bound_reach_the_upstream_intact(gw, mock):
+    """Up to 16 KiB the header and body go upstream in one write, above it in two: sizes on
+    each side of the bound, alternating on the same pooled connections, arrive byte for byte."""
+    base = len(json.dumps(big_body(0)).encode())
+    with requests.Session() as s:
+        for total in (1, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 200, 64 * 1024, 16 * 1024):
+            body = json.dumps(big_body(max(0, total - base))).encode()
+            r = s.post(gw.url + "/v1/chat/completions", data=body, headers={"content-type": "application/json"}, timeout=30)
+            assert r.status_code == 200, (total, r.text[:300])
+            seen = mock.requests()[-1]
+            assert (seen["body_len"], seen["body_sha256"]) == (len(body), hashlib.sha256(body).hexdigest()), total
+
+
 def test_a_5_mib_body_is_resent_intact_on_retry_and_failover(start_mock, start_gateway):
     first, second = start_mock(), start_mock()
     cfg = provider_config(first.url)
