@@ -258,7 +258,7 @@ pub fn start(req: &pingora::http::RequestHeader, route: &'static str) -> Option<
         operation: "",
         request_model: None,
         answer: AnswerFacts::default(),
-        server_attrs: Vec::with_capacity(16),
+        server_attrs: Vec::new(),
         server_name: None,
     })
 }
@@ -280,6 +280,7 @@ impl RequestTrace {
             return;
         }
         let attrs = &mut self.server_attrs;
+        attrs.reserve(16); // only a recorded span's attributes are kept
         attrs.push(KeyValue::new(attr::REQUEST_ID, str_value(request_id)));
         attrs.push(KeyValue::new(attr::STREAM, api.stream()));
         let Some(op) = operation(api) else { return };
