@@ -172,8 +172,11 @@ pub struct HeaderGuard {
     /// More bytes than the request holds were read: the next request may be buffered.
     overread: bool,
     /// Bytes read while waiting for the next request, handed to the next reads first.
+    /// Bytes read ahead by [`HeaderGuard::prefetch`]: `stash[stash_pos..stash_len]` are
+    /// still to be handed to Pingora.
     stash: Vec<u8>,
     stash_pos: usize,
+    stash_len: usize,
     /// When the current phase's time runs out; the timer below is moved to it lazily (only
     /// when a read has to wait), so a request that arrives in one read costs no timer work.
     due: Instant,
@@ -215,6 +218,9 @@ fn shift_tail(tail: [u8; 3], new: &[u8]) -> [u8; 3] {
     t
 }
 
+/// The most a wait for the next request reads ahead (Pingora reads the rest).
+const PREFETCH: usize = 4096;
+
 impl HeaderGuard {
     pub fn new(inner: Stream, limits: Limits) -> Self {
         HeaderGuard {
@@ -229,6 +235,7 @@ impl HeaderGuard {
             overread: false,
             stash: Vec::new(),
             stash_pos: 0,
+            stash_len: 0,
             due: Instant::now() + limits.idle_timeout,
             deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
         }
@@ -256,8 +263,10 @@ impl HeaderGuard {
     /// Reads what the client sends next into the stash; `Ok(0)` at end of stream or when
     /// the idle timeout ran out first.
     async fn prefetch(&mut self) -> io::Result<usize> {
-        let mut buf = vec![0u8; 4096];
-        let n = std::future::poll_fn(|cx| {
+        // One zeroed buffer per connection, reused for every request on it.
+        let mut buf = std::mem::take(&mut self.stash);
+        buf.resize(PREFETCH, 0);
+        let read = std::future::poll_fn(|cx| {
             let mut rb = ReadBuf::new(&mut buf);
             match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
@@ -265,11 +274,11 @@ impl HeaderGuard {
                 Poll::Pending => self.poll_due(cx).map(|()| Ok(0)),
             }
         })
-        .await?;
-        buf.truncate(n);
+        .await;
         self.stash = buf;
         self.stash_pos = 0;
-        Ok(n)
+        self.stash_len = *read.as_ref().unwrap_or(&0);
+        read
     }
 
     /// The answer has ended: the next bytes start a new header block, which first has the
@@ -371,13 +380,13 @@ impl AsyncRead for HeaderGuard {
             )));
         }
         let before = buf.filled().len();
-        let read = if this.stash_pos < this.stash.len() {
-            let n = (this.stash.len() - this.stash_pos).min(buf.remaining());
+        let read = if this.stash_pos < this.stash_len {
+            let n = (this.stash_len - this.stash_pos).min(buf.remaining());
             buf.put_slice(&this.stash[this.stash_pos..this.stash_pos + n]);
             this.stash_pos += n;
-            if this.stash_pos == this.stash.len() {
-                this.stash = Vec::new();
+            if this.stash_pos == this.stash_len {
                 this.stash_pos = 0;
+                this.stash_len = 0;
             }
             Poll::Ready(Ok(()))
         } else {

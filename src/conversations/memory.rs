@@ -61,9 +61,46 @@ pub(super) struct Slot {
     value: StoredResponse,
 }
 
+/// Hashes a [`Key`] by mixing its words: its id is 128 random bits the gateway minted and its
+/// tenant a SHA-256 prefix, so no caller chooses what is inserted and SipHash's protection
+/// against chosen keys buys nothing here (it was a tenth of a put).
+#[derive(Default, Clone, Copy)]
+pub(super) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(26);
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64);
+        self.write_u64((v >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type KeyMap = HashMap<Key, Slot, std::hash::BuildHasherDefault<KeyHasher>>;
+
 #[derive(Default)]
 struct Inner {
-    map: HashMap<Key, Slot>,
+    map: KeyMap,
     /// Keys in insertion order, with the `seq` they were inserted with.
     order: VecDeque<(Key, u64)>,
     bytes: usize,
@@ -151,19 +188,19 @@ impl MemoryStore {
         let value = value.exact();
         let size = value.payload_len().saturating_add(ENTRY_OVERHEAD);
         let mut g = self.lock();
-        // The replaced value is dropped after the lock is released, with the evicted ones.
-        let replaced = g.take(&key);
         let seq = g.next_seq;
         g.next_seq += 1;
         if self.max_entries == 0 || size > self.max_bytes {
+            // Not kept: an entry it would have replaced goes too (dropped after the unlock).
+            let replaced = g.take(&key);
+            drop(g);
+            drop(replaced);
             return seq;
         }
-        g.purge_expired(now);
-        while (g.map.len() >= self.max_entries || g.bytes + size > self.max_bytes)
-            && g.evict_oldest()
-        {}
         let expires = now.checked_add(self.ttl).unwrap_or(now);
-        g.map.insert(
+        // One probe: the entry replaced (if any) comes back from the insert. Its queue node
+        // turns stale (its `seq` no longer matches) and is skipped or compacted away.
+        let replaced = g.map.insert(
             key,
             Slot {
                 seq,
@@ -173,8 +210,18 @@ impl MemoryStore {
                 value,
             },
         );
+        if let Some(old) = &replaced {
+            g.bytes -= old.size;
+        }
         g.order.push_back((key, seq));
         g.bytes += size;
+        // Expired first, then oldest, until both bounds hold again (the new entry, at the
+        // back, is never the one evicted while another is left).
+        g.purge_expired(now);
+        while (g.map.len() > self.max_entries || g.bytes > self.max_bytes)
+            && g.map.len() > 1
+            && g.evict_oldest()
+        {}
         g.compact();
         drop(g);
         drop(replaced);
@@ -431,5 +478,55 @@ mod tests {
             "no copy of the payload"
         );
         assert_eq!(a.context.as_ptr(), b.context.as_ptr());
+    }
+
+    #[test]
+    fn a_replacement_too_big_to_keep_removes_the_old_entry_and_a_full_store_keeps_the_newest() {
+        let one = response(1, 10).payload_len() + ENTRY_OVERHEAD;
+        let store = MemoryStore::new(10, 2 * one, HOUR);
+        let t0 = Instant::now();
+        store.put_at(key("t", 1), response(1, 10), t0);
+        // Larger than the whole byte bound: not kept, and the stale value is not served.
+        store.put_at(key("t", 1), response(1, 10 * one), t0);
+        assert!(store.get_at(&key("t", 1), Visible::All, t0).is_none());
+        assert_eq!(store.usage(), Usage::default());
+        // Replacing an entry in a full store evicts nothing else.
+        store.put_at(key("t", 2), response(2, 10), t0);
+        store.put_at(key("t", 3), response(3, 10), t0);
+        store.put_at(key("t", 2), response(2, 10), t0);
+        assert!(store.get_at(&key("t", 3), Visible::All, t0).is_some());
+        assert!(store.get_at(&key("t", 2), Visible::All, t0).is_some());
+        assert_eq!(store.usage().entries, 2);
+        // A new entry into the full store evicts the oldest live one (3: 2 was rewritten).
+        store.put_at(key("t", 4), response(4, 10), t0);
+        assert!(store.get_at(&key("t", 3), Visible::All, t0).is_none());
+        assert!(store.get_at(&key("t", 4), Visible::All, t0).is_some());
+        assert!(store.get_at(&key("t", 2), Visible::All, t0).is_some());
+    }
+
+    #[test]
+    fn the_stored_parts_are_one_buffer_of_their_exact_length() {
+        let store = MemoryStore::new(10, usize::MAX, HOUR);
+        let mut grown = Vec::with_capacity(4096);
+        grown.extend_from_slice(b"{\"id\":\"r\"}");
+        let r = StoredResponse {
+            id: "resp_gw1".into(),
+            response: Bytes::from(grown),
+            input_items: Bytes::from_static(b"[1]"),
+            context: Bytes::from_static(b"[1,2]"),
+        };
+        store.put(key("t", 1), r.clone());
+        let got = store.get(&key("t", 1), Visible::All).unwrap();
+        assert!(got == r, "the same bytes come back");
+        let start = got.response.as_ptr() as usize;
+        assert_eq!(
+            got.input_items.as_ptr() as usize,
+            start + got.response.len()
+        );
+        assert_eq!(
+            got.context.as_ptr() as usize,
+            start + got.response.len() + got.input_items.len(),
+            "one allocation holds the three parts, in order"
+        );
     }
 }

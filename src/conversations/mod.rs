@@ -69,15 +69,27 @@ pub struct StoredResponse {
 }
 
 impl StoredResponse {
-    /// The same bytes in buffers of exactly their length. What a serialiser grew by doubling
-    /// keeps up to twice its length allocated (`Bytes::from(Vec)` keeps the capacity), which
-    /// would make `max_stored_bytes` count half of what the memory store holds.
+    /// The same bytes in one buffer of exactly their length, which the three fields slice.
+    /// What a serialiser grew by doubling keeps up to twice its length allocated
+    /// (`Bytes::from(Vec)` keeps the capacity), which would make `max_stored_bytes` count half
+    /// of what the memory store holds; one buffer is also one allocation (and one free at
+    /// eviction) rather than three.
     pub fn exact(self) -> Self {
+        let (r, i, c) = (
+            self.response.len(),
+            self.input_items.len(),
+            self.context.len(),
+        );
+        let mut buf = Vec::with_capacity(r + i + c);
+        buf.extend_from_slice(&self.response);
+        buf.extend_from_slice(&self.input_items);
+        buf.extend_from_slice(&self.context);
+        let buf = Bytes::from(buf);
         StoredResponse {
             id: self.id.into_boxed_str().into(),
-            response: Bytes::copy_from_slice(&self.response),
-            input_items: Bytes::copy_from_slice(&self.input_items),
-            context: Bytes::copy_from_slice(&self.context),
+            response: buf.slice(..r),
+            input_items: buf.slice(r..r + i),
+            context: buf.slice(r + i..),
         }
     }
 

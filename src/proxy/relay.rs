@@ -484,7 +484,9 @@ async fn send_attempt(
     // Built before connecting so that a bad path or key fails without using a connection.
     let first = build()?;
     let http_peer = peer.http_peer(addr, timeout);
-    let work = async {
+    // Pinned where it is: handed to the timer by value, the future (kilobytes: the connector's
+    // and the session's futures) would be copied into it and again into the await.
+    let work = std::pin::pin!(async {
         // A pooled connection may have been closed by the upstream while idle: retry such a
         // failure on another connection before counting it against the peer.
         let mut last = String::new();
@@ -535,7 +537,7 @@ async fn send_attempt(
             }
         }
         Err(Failure::transport(FailureKind::Reset, last))
-    };
+    });
     match pingora::time::timeout(timeout, work).await {
         Ok(r) => r,
         Err(_) => Err(Failure::transport(
