@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import RELEASE, free_port, gateway_config, read_response, sized, wait_port  # noqa: E402
+from run import RELEASE, OtlpSink, free_port, gateway_config, read_response, sized, wait_port  # noqa: E402
 
 
 def client(port, path, body, n, headers=None):
@@ -107,11 +107,20 @@ def main():
     wait_port(mock_port)
     cfg = Path(out_dir) / "gateway.yaml"
     cfg.write_text(gateway_config(mock_port, cache=False))
+    # Tracing on at sampler 1.0, exporting to a sink that answers 200 (as `run.py --only
+    # tracing`); every thread's instructions count, the SDK's batch thread included.
+    sink = OtlpSink()
+    traced_cfg = Path(out_dir) / "gateway-traced.yaml"
+    traced_cfg.write_text(gateway_config(mock_port, cache=False, extra=f"tracing: {{ otlp_endpoint: 'http://127.0.0.1:{sink.port}', sampler: always_on, batch_delay_ms: 100 }}\n"))
     rows = []
     try:
         def gateway():
             port = free_port()
             return [str(RELEASE / "llm-gateway"), "--config", str(cfg), "--port", str(port)], port
+
+        def traced():
+            port = free_port()
+            return [str(RELEASE / "llm-gateway"), "--config", str(traced_cfg), "--port", str(port)], port
 
         def passthrough():
             port = free_port()
@@ -120,6 +129,7 @@ def main():
         scenarios = [
             ("plain Pingora passthrough, Gemini generateContent", passthrough, gem_generate, gem_native),
             ("gateway, OpenAI chat route (no translation)", gateway, "/v1/chat/completions", chat),
+            ("gateway, OpenAI chat route, tracing on (sampler 1.0)", traced, "/v1/chat/completions", chat),
             ("gateway, Gemini-translated chat route", gateway, "/v1/chat/completions", gem_chat),
             ("gateway, Responses route (Gemini), store false", gateway, "/v1/responses", resp),
             ("gateway, Responses route (Gemini), store true", gateway, "/v1/responses", resp_stored),
@@ -135,6 +145,7 @@ def main():
     finally:
         mock.terminate()
         mock.wait(10)
+        sink.stop()
     base = rows[0][1]
     print()
     print("| scenario | instructions/request | vs passthrough |")
