@@ -171,9 +171,9 @@ pub struct HeaderGuard {
     body_left: Option<u64>,
     /// More bytes than the request holds were read: the next request may be buffered.
     overread: bool,
-    /// Bytes read while waiting for the next request, handed to the next reads first.
-    /// Bytes read ahead by [`HeaderGuard::prefetch`]: `stash[stash_pos..stash_len]` are
-    /// still to be handed to Pingora.
+    /// Bytes read while waiting for the next request, handed to the next reads first:
+    /// `stash[stash_pos..stash_len]` are still to be given to Pingora. The buffer stays with
+    /// the connection (one zeroing per connection, not per request).
     stash: Vec<u8>,
     stash_pos: usize,
     stash_len: usize,

@@ -239,6 +239,26 @@ def test_four_pipelined_gets_are_all_answered_in_order_or_refused_cleanly(gw):
         assert end in ("eof", "reset"), f"after the last answer the connection must close ({end})"
 
 
+def test_requests_across_the_read_ahead_bound_on_one_connection_reach_the_mock_whole(gw, mock):
+    """Between requests the guard reads ahead into a 4 KiB buffer it keeps for the connection:
+    a long request (over the buffer, then just under it) followed by a short one must not
+    hand the short one any byte of the earlier ones."""
+    sizes = [6000, 4000, 10, 4096, 3, 1]
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+        for i, n in enumerate(sizes):
+            text = chr(ord("a") + i) * n
+            body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}).encode()
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            data, end = read(s, 5, stop=lambda d: len(parse_responses(d)[0]) >= 1)
+            responses, rest = parse_responses(data)
+            assert len(responses) == 1 and not rest, (n, end, data[:300])
+            assert responses[0][0] == 200, (n, responses[0][2][:300])
+            assert json.loads(responses[0][2])["choices"][0]["message"]["content"].startswith(f"Mock reply to: {text[:20]}")
+            seen = mock.requests()[-1]["body"]["messages"][0]["content"]
+            assert seen == text, f"request {i} ({n} characters) reached the mock as {len(seen)} characters"
+
+
 # ---------------------------------------------------------------------------------------------
 # Item 13: header size and header-read time
 # ---------------------------------------------------------------------------------------------
