@@ -180,12 +180,24 @@ impl MemoryStore {
     /// Stores `value` (replacing `key`'s entry), evicting the oldest entries until both bounds
     /// hold. An entry larger than the whole byte bound is not kept. Returns its insertion
     /// number for [`Self::mark_in_redis`].
+    /// Keeps `value`, which [`StoredResponse::exact`] or [`StoredResponse::assemble`] made
+    /// (its bytes in one buffer of their length: what the byte bound counts is what is held).
+    pub(super) fn put_exact(&self, key: Key, value: StoredResponse) -> u64 {
+        self.put_exact_at(key, value, Instant::now())
+    }
+
+    #[cfg(test)]
     pub(super) fn put(&self, key: Key, value: StoredResponse) -> u64 {
         self.put_at(key, value, Instant::now())
     }
 
+    /// At `now`, making `value` exact first (tests build entries of any shape).
+    #[cfg(test)]
     pub(super) fn put_at(&self, key: Key, value: StoredResponse, now: Instant) -> u64 {
-        let value = value.exact();
+        self.put_exact_at(key, value.exact(), now)
+    }
+
+    fn put_exact_at(&self, key: Key, value: StoredResponse, now: Instant) -> u64 {
         let size = value.payload_len().saturating_add(ENTRY_OVERHEAD);
         let mut g = self.lock();
         let seq = g.next_seq;
@@ -298,7 +310,11 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
 
     fn key(tenant: &str, n: u128) -> Key {
-        Key::new(tenant, &format!("resp_gw{n:032x}")).unwrap()
+        Key::new(
+            &crate::conversations::Tenant::named(&[tenant.as_bytes()]),
+            &format!("resp_gw{n:032x}"),
+        )
+        .unwrap()
     }
 
     fn response(n: u128, body_len: usize) -> StoredResponse {

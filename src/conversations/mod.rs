@@ -93,9 +93,51 @@ impl StoredResponse {
         }
     }
 
+    /// A response, its input items and its context joined from JSON arrays (`[a,b]` + `[]` +
+    /// `[c]` → `[a,b,c]`; a part that is not an array adds nothing), in one buffer of exactly
+    /// their length as [`Self::exact`] makes it.
+    pub fn assemble(id: String, response: &[u8], input_items: &[u8], context: &[&[u8]]) -> Self {
+        let parts = || {
+            context
+                .iter()
+                .map(|p| array_inner(p))
+                .filter(|p| !p.is_empty())
+        };
+        let commas = parts().count().saturating_sub(1);
+        let context_len = 2 + commas + parts().map(<[u8]>::len).sum::<usize>();
+        let (r, i) = (response.len(), input_items.len());
+        let mut buf = Vec::with_capacity(r + i + context_len);
+        buf.extend_from_slice(response);
+        buf.extend_from_slice(input_items);
+        buf.push(b'[');
+        for (n, p) in parts().enumerate() {
+            if n > 0 {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(p);
+        }
+        buf.push(b']');
+        let buf = Bytes::from(buf);
+        StoredResponse {
+            id: id.into_boxed_str().into(),
+            response: buf.slice(..r),
+            input_items: buf.slice(r..r + i),
+            context: buf.slice(r + i..),
+        }
+    }
+
     /// The bytes it holds; what the memory bound counts (plus [`ENTRY_OVERHEAD`]).
     pub fn payload_len(&self) -> usize {
         self.id.len() + self.response.len() + self.input_items.len() + self.context.len()
+    }
+}
+
+/// What is between a JSON array's brackets, trimmed; nothing for what is not an array.
+fn array_inner(p: &[u8]) -> &[u8] {
+    let p = p.trim_ascii();
+    match (p.first(), p.last()) {
+        (Some(b'['), Some(b']')) if p.len() >= 2 => p[1..p.len() - 1].trim_ascii(),
+        _ => b"",
     }
 }
 
@@ -111,6 +153,28 @@ impl std::fmt::Debug for StoredResponse {
     }
 }
 
+/// Whose conversations these are, as the store keys them: a hash of the caller's scope
+/// (`key:<id>`, `client:<key hash>`, `gateway`), never the scope itself (it may derive from a
+/// key). Computed once per request, not per store operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tenant([u8; 16]);
+
+impl Tenant {
+    /// The scope's hash: the first 16 bytes of SHA-256 over a version tag and the name parts
+    /// (concatenated), so keys written by earlier releases are found again.
+    pub fn named(parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"llmgw-resp-tenant-v1\0");
+        for p in parts {
+            h.update(p);
+        }
+        let digest: [u8; 32] = h.finalize().into();
+        let mut t = [0u8; 16];
+        t.copy_from_slice(&digest[..16]);
+        Self(t)
+    }
+}
+
 /// Where one tenant's response lives: a tenant hash and the id's 128 bits (32 bytes in all,
 /// nothing secret, nothing of variable length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,18 +185,15 @@ struct Key {
 
 impl Key {
     /// `None` for an id the gateway did not mint: nothing is stored or looked up under it.
-    fn new(tenant: &str, id: &str) -> Option<Self> {
+    fn new(tenant: &Tenant, id: &str) -> Option<Self> {
         if !is_minted(id) {
             return None;
         }
         let id = u128::from_str_radix(&id[ID_PREFIX.len()..], 16).ok()?;
-        let mut h = Sha256::new();
-        h.update(b"llmgw-resp-tenant-v1\0");
-        h.update(tenant.as_bytes());
-        let digest: [u8; 32] = h.finalize().into();
-        let mut t = [0u8; 16];
-        t.copy_from_slice(&digest[..16]);
-        Some(Self { tenant: t, id })
+        Some(Self {
+            tenant: tenant.0,
+            id,
+        })
     }
 
     /// `llmgw:resp:<tenant hash>:<id>`: readable with `redis-cli`, one tenant's keys share a
@@ -176,7 +237,7 @@ impl ConversationStore {
     /// The tenant's response `id`; `None` when unknown, expired, deleted, another tenant's, or
     /// not a minted id. Redis answers when it can (a `DELETE` on another instance counts);
     /// while it fails, this instance's copy does.
-    pub async fn get(&self, tenant: &str, id: &str) -> Option<StoredResponse> {
+    pub async fn get(&self, tenant: &Tenant, id: &str) -> Option<StoredResponse> {
         let key = Key::new(tenant, id)?;
         let Some(redis) = &self.redis else {
             return self.memory.get(&key, Visible::All);
@@ -202,7 +263,26 @@ impl ConversationStore {
     /// Keeps `r` for `store_ttl` under `tenant`: in memory at once (so a quick follow-up on
     /// this instance finds it even before Redis confirms), then in Redis (`SET … PX ttl`). An
     /// id that is not [`is_minted`] is not stored (a caller bug, logged).
-    pub async fn put(&self, tenant: &str, r: StoredResponse) {
+    pub async fn put(&self, tenant: &Tenant, r: StoredResponse) {
+        self.put_exact(tenant, r.exact()).await
+    }
+
+    /// As [`Self::put`], for an answer the proxy just wrote: the response, its input items
+    /// and its context (`context`: JSON arrays, joined into one) go into one buffer of
+    /// exactly their length, copied once from where they were written.
+    pub async fn keep(
+        &self,
+        tenant: &Tenant,
+        id: String,
+        response: &[u8],
+        input_items: &[u8],
+        context: &[&[u8]],
+    ) {
+        let r = StoredResponse::assemble(id, response, input_items, context);
+        self.put_exact(tenant, r).await
+    }
+
+    async fn put_exact(&self, tenant: &Tenant, r: StoredResponse) {
         let Some(key) = Key::new(tenant, &r.id) else {
             log::warn!(
                 target: "gateway:responses",
@@ -211,7 +291,7 @@ impl ConversationStore {
             return;
         };
         let wire = self.redis.as_ref().map(|_| redis_backend::encode(&r));
-        let seq = self.memory.put(key, r);
+        let seq = self.memory.put_exact(key, r);
         if let (Some(redis), Some(wire)) = (&self.redis, wire) {
             if redis.put(key.redis_key(), wire, self.ttl).await {
                 self.memory.mark_in_redis(&key, seq);
@@ -222,7 +302,7 @@ impl ConversationStore {
     /// Removes the tenant's response `id` everywhere it can; true when something visible was
     /// removed (the `deleted: true` answer), false for what [`Self::get`] would not find.
     /// While Redis fails, only this instance's copy goes: a copy in Redis outlives the outage.
-    pub async fn delete(&self, tenant: &str, id: &str) -> bool {
+    pub async fn delete(&self, tenant: &Tenant, id: &str) -> bool {
         let Some(key) = Key::new(tenant, id) else {
             return false;
         };

@@ -4,6 +4,10 @@ use super::redis_backend::{decode, encode};
 use super::*;
 use std::time::Instant;
 
+fn tenant(name: &str) -> Tenant {
+    Tenant::named(&[name.as_bytes()])
+}
+
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn config(max_stored: usize, ttl: Duration) -> ResponsesConfig {
@@ -66,8 +70,8 @@ fn other_ids_are_not_ours() {
 #[test]
 fn keys_hash_the_tenant() {
     let id = "resp_gw0123456789abcdef0123456789abcdef";
-    let a = Key::new("sk-client-key-hash", id).unwrap();
-    let b = Key::new("team-b", id).unwrap();
+    let a = Key::new(&tenant("sk-client-key-hash"), id).unwrap();
+    let b = Key::new(&tenant("team-b"), id).unwrap();
     assert_ne!(a.tenant, b.tenant, "one id, two tenants, two keys");
     let redis_key = a.redis_key();
     assert!(redis_key.starts_with(REDIS_PREFIX), "{redis_key}");
@@ -77,7 +81,7 @@ fn keys_hash_the_tenant() {
         "no tenant text in Redis keys"
     );
     assert_eq!(
-        Key::new("t", "resp_123"),
+        Key::new(&tenant("t"), "resp_123"),
         None,
         "no key for ids we did not mint"
     );
@@ -167,12 +171,18 @@ async fn memory_store_gets_puts_and_deletes() {
     let store = ConversationStore::new(&config(100, HOUR), None);
     assert!(!store.redis_enabled() && store.healthy());
     let id = mint_id();
-    assert_eq!(store.get("t", &id).await, None);
-    store.put("t", stored(&id, "one")).await;
-    assert_eq!(store.get("t", &id).await, Some(stored(&id, "one")));
-    assert!(store.delete("t", &id).await, "something was removed");
-    assert_eq!(store.get("t", &id).await, None);
-    assert!(!store.delete("t", &id).await, "nothing left to remove");
+    assert_eq!(store.get(&tenant("t"), &id).await, None);
+    store.put(&tenant("t"), stored(&id, "one")).await;
+    assert_eq!(store.get(&tenant("t"), &id).await, Some(stored(&id, "one")));
+    assert!(
+        store.delete(&tenant("t"), &id).await,
+        "something was removed"
+    );
+    assert_eq!(store.get(&tenant("t"), &id).await, None);
+    assert!(
+        !store.delete(&tenant("t"), &id).await,
+        "nothing left to remove"
+    );
     assert_eq!(store.memory_usage(), Usage::default());
 }
 
@@ -180,22 +190,30 @@ async fn memory_store_gets_puts_and_deletes() {
 async fn another_tenant_never_sees_an_entry() {
     let store = ConversationStore::new(&config(100, HOUR), None);
     let id = mint_id();
-    store.put("tenant-a", stored(&id, "secret plans")).await;
+    store
+        .put(&tenant("tenant-a"), stored(&id, "secret plans"))
+        .await;
     assert_eq!(
-        store.get("tenant-b", &id).await,
+        store.get(&tenant("tenant-b"), &id).await,
         None,
         "unknown to tenant b"
     );
-    assert!(!store.delete("tenant-b", &id).await, "b cannot delete it");
-    assert!(store.get("tenant-a", &id).await.is_some(), "still a's");
+    assert!(
+        !store.delete(&tenant("tenant-b"), &id).await,
+        "b cannot delete it"
+    );
+    assert!(
+        store.get(&tenant("tenant-a"), &id).await.is_some(),
+        "still a's"
+    );
     // Tenant b storing under the same id keeps both apart.
-    store.put("tenant-b", stored(&id, "b's own")).await;
+    store.put(&tenant("tenant-b"), stored(&id, "b's own")).await;
     assert_eq!(
-        store.get("tenant-a", &id).await,
+        store.get(&tenant("tenant-a"), &id).await,
         Some(stored(&id, "secret plans"))
     );
     assert_eq!(
-        store.get("tenant-b", &id).await,
+        store.get(&tenant("tenant-b"), &id).await,
         Some(stored(&id, "b's own"))
     );
 }
@@ -204,10 +222,10 @@ async fn another_tenant_never_sees_an_entry() {
 async fn ids_the_gateway_did_not_mint_are_never_stored() {
     let store = ConversationStore::new(&config(100, HOUR), None);
     let openai = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b";
-    store.put("t", stored(openai, "x")).await;
+    store.put(&tenant("t"), stored(openai, "x")).await;
     assert_eq!(store.memory_usage().entries, 0);
-    assert_eq!(store.get("t", openai).await, None);
-    assert!(!store.delete("t", openai).await);
+    assert_eq!(store.get(&tenant("t"), openai).await, None);
+    assert!(!store.delete(&tenant("t"), openai).await);
 }
 
 #[tokio::test]
@@ -215,22 +233,22 @@ async fn memory_store_expires_and_evicts() {
     let store = ConversationStore::new(&config(2, Duration::from_millis(200)), None);
     let ids: Vec<String> = (0..3).map(|_| mint_id()).collect();
     for id in &ids {
-        store.put("t", stored(id, "x")).await;
+        store.put(&tenant("t"), stored(id, "x")).await;
     }
     assert_eq!(
-        store.get("t", &ids[0]).await,
+        store.get(&tenant("t"), &ids[0]).await,
         None,
         "evicted by the count bound"
     );
-    assert!(store.get("t", &ids[2]).await.is_some());
+    assert!(store.get(&tenant("t"), &ids[2]).await.is_some());
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(
-        store.get("t", &ids[2]).await,
+        store.get(&tenant("t"), &ids[2]).await,
         None,
         "expired after store_ttl"
     );
     assert!(
-        !store.delete("t", &ids[1]).await,
+        !store.delete(&tenant("t"), &ids[1]).await,
         "an expired entry is not deleted"
     );
 }
@@ -308,14 +326,14 @@ async fn two_instances_share_conversations_through_redis() {
     let b = ConversationStore::new(&config(100, HOUR), Some(&server.url()));
     assert!(a.redis_enabled());
     let id = mint_id();
-    a.put("tenant", stored(&id, "started on a")).await;
+    a.put(&tenant("tenant"), stored(&id, "started on a")).await;
     assert_eq!(
-        b.get("tenant", &id).await,
+        b.get(&tenant("tenant"), &id).await,
         Some(stored(&id, "started on a")),
         "b continues what a started"
     );
     assert_eq!(
-        b.get("other", &id).await,
+        b.get(&tenant("other"), &id).await,
         None,
         "scoped to the tenant in Redis too"
     );
@@ -328,7 +346,10 @@ async fn two_instances_share_conversations_through_redis() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(keys, vec![Key::new("tenant", &id).unwrap().redis_key()]);
+    assert_eq!(
+        keys,
+        vec![Key::new(&tenant("tenant"), &id).unwrap().redis_key()]
+    );
     let value: Vec<u8> = redis::cmd("GET")
         .arg(&keys[0])
         .query_async(&mut conn)
@@ -346,11 +367,15 @@ async fn two_instances_share_conversations_through_redis() {
     );
 
     // Deleted on b: gone for a too, although a still holds its own copy in memory.
-    assert!(b.delete("tenant", &id).await);
+    assert!(b.delete(&tenant("tenant"), &id).await);
     assert_eq!(a.memory_usage().entries, 1, "a's copy is still there");
-    assert_eq!(a.get("tenant", &id).await, None, "Redis says it is gone");
+    assert_eq!(
+        a.get(&tenant("tenant"), &id).await,
+        None,
+        "Redis says it is gone"
+    );
     assert!(
-        !a.delete("tenant", &id).await,
+        !a.delete(&tenant("tenant"), &id).await,
         "and deleting it again removes nothing"
     );
     assert_eq!(a.memory_usage().entries, 0);
@@ -363,21 +388,24 @@ async fn redis_down_falls_back_to_this_instances_memory() {
     let a = ConversationStore::new(&config(100, HOUR), Some(&server.url()));
     let b = ConversationStore::new(&config(100, HOUR), Some(&server.url()));
     let before = mint_id();
-    a.put("t", stored(&before, "before")).await;
-    assert!(b.get("t", &before).await.is_some(), "in Redis");
+    a.put(&tenant("t"), stored(&before, "before")).await;
+    assert!(b.get(&tenant("t"), &before).await.is_some(), "in Redis");
 
     server.stop();
     let started = Instant::now();
     assert_eq!(
-        a.get("t", &before).await,
+        a.get(&tenant("t"), &before).await,
         Some(stored(&before, "before")),
         "a continues its own conversation from memory"
     );
     assert!(!a.healthy(), "and says Redis is failing");
     let during = mint_id();
-    a.put("t", stored(&during, "during")).await;
-    assert_eq!(a.get("t", &during).await, Some(stored(&during, "during")));
-    assert_eq!(b.get("t", &during).await, None, "b cannot know it");
+    a.put(&tenant("t"), stored(&during, "during")).await;
+    assert_eq!(
+        a.get(&tenant("t"), &during).await,
+        Some(stored(&during, "during"))
+    );
+    assert_eq!(b.get(&tenant("t"), &during).await, None, "b cannot know it");
     assert!(
         started.elapsed() < Duration::from_millis(600),
         "no call waits past its bound, took {:?}",
@@ -388,18 +416,21 @@ async fn redis_down_falls_back_to_this_instances_memory() {
     let server = RedisServer::start(port).await;
     tokio::time::sleep(crate::redis_link::COOLDOWN + Duration::from_millis(50)).await;
     assert_eq!(
-        a.get("t", &during).await,
+        a.get(&tenant("t"), &during).await,
         Some(stored(&during, "during")),
         "written while Redis was away, kept locally"
     );
     assert!(a.healthy(), "the probe closed the breaker");
     assert_eq!(
-        a.get("t", &before).await,
+        a.get(&tenant("t"), &before).await,
         None,
         "Redis answers again and no longer has it (it restarted empty)"
     );
-    assert!(a.delete("t", &during).await, "a local entry can be deleted");
-    assert_eq!(a.get("t", &during).await, None);
+    assert!(
+        a.delete(&tenant("t"), &during).await,
+        "a local entry can be deleted"
+    );
+    assert_eq!(a.get(&tenant("t"), &during).await, None);
     drop(server);
 }
 
@@ -413,11 +444,11 @@ async fn redis_unreachable_from_the_start_keeps_state_in_memory() {
         "no I/O before first use"
     );
     let id = mint_id();
-    store.put("t", stored(&id, "x")).await;
+    store.put(&tenant("t"), stored(&id, "x")).await;
     assert!(!store.healthy());
-    assert_eq!(store.get("t", &id).await, Some(stored(&id, "x")));
-    assert!(store.delete("t", &id).await);
-    assert_eq!(store.get("t", &id).await, None);
+    assert_eq!(store.get(&tenant("t"), &id).await, Some(stored(&id, "x")));
+    assert!(store.delete(&tenant("t"), &id).await);
+    assert_eq!(store.get(&tenant("t"), &id).await, None);
 }
 
 #[tokio::test]
@@ -425,6 +456,6 @@ async fn an_invalid_redis_url_runs_in_memory() {
     let store = ConversationStore::new(&config(100, HOUR), Some("not a url"));
     assert!(!store.redis_enabled());
     let id = mint_id();
-    store.put("t", stored(&id, "x")).await;
-    assert!(store.get("t", &id).await.is_some());
+    store.put(&tenant("t"), stored(&id, "x")).await;
+    assert!(store.get(&tenant("t"), &id).await.is_some());
 }

@@ -48,8 +48,9 @@ pub struct Answer {
 pub struct Outcome {
     /// The complete answer in the client's non-streamed form, when `keep` and it completed.
     pub complete: Option<Bytes>,
-    /// Responses API: the request's input items, when a translated answer completed.
-    pub input_items: Option<Vec<serde_json::Value>>,
+    /// Responses API: the request's input items (a JSON array), when a translated answer
+    /// completed.
+    pub input_items: Option<Vec<u8>>,
     /// Where `complete`'s `output` array is, when known without parsing it.
     pub output_span: Option<std::ops::Range<usize>>,
 }

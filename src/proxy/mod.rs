@@ -960,20 +960,20 @@ impl Gateway {
             ),
         };
         order_candidates(rt, &mut candidates, estimate);
-        let tenant = matches!(op, Op::Responses { .. })
-            .then(|| responses::tenant(ctx, &client_keys))
-            .unwrap_or_default();
-        let conversation = match &previous {
-            Some(id) => {
+        let tenant =
+            matches!(op, Op::Responses { .. }).then(|| responses::tenant(ctx, &client_keys));
+        let conversation = match (&previous, &tenant) {
+            (Some(id), Some(tenant)) => {
                 Box::pin(responses::continuation(
                     &self.state,
-                    &tenant,
+                    tenant,
                     id,
                     &mut candidates,
                 ))
                 .await?
             }
-            None => None,
+            // `previous_response_id` is read on the Responses route only, where the tenant is.
+            _ => None,
         };
         // A translated answer is kept for `previous_response_id` (OpenAI keeps its own).
         let keep_state = store
@@ -1188,16 +1188,17 @@ impl Gateway {
 
         // A budget settles with the real usage: the whole answer is kept to read it.
         let keep = primary_key.is_some() && policy.write || keep_state || spend.is_some();
-        let referable = if matches!(op, Op::Responses { .. }) {
-            Box::pin(responses::referable(
-                &self.state,
-                &tenant,
-                &body,
-                parsed.as_ref(),
-            ))
-            .await
-        } else {
-            Vec::new()
+        let referable = match &tenant {
+            Some(tenant) => {
+                Box::pin(responses::referable(
+                    &self.state,
+                    tenant,
+                    &body,
+                    parsed.as_ref(),
+                ))
+                .await
+            }
+            _ => Vec::new(),
         };
         // Read only now: a cache hit needs none of these.
         let req = session.req_header();
@@ -1225,12 +1226,13 @@ impl Gateway {
         if let (None, Some(_), Some(body)) = (ctx.usage, &spend, &outcome.complete) {
             ctx.usage = pump::usage_of(body);
         }
-        if let (true, 200, Some(ProviderKind::Gemini), Some(body), Some(items)) = (
+        if let (true, 200, Some(ProviderKind::Gemini), Some(body), Some(items), Some(tenant)) = (
             keep_state,
             ctx.status,
             ctx.provider,
-            outcome.complete.clone(),
-            outcome.input_items,
+            outcome.complete.as_ref(),
+            outcome.input_items.as_deref(),
+            &tenant,
         ) {
             let written = outcome
                 .output_span
@@ -1238,7 +1240,7 @@ impl Gateway {
                 .map(|span| (job.minted_id.as_str(), span));
             Box::pin(responses::keep(
                 &self.state,
-                &tenant,
+                tenant,
                 job.conversation.as_ref(),
                 items,
                 body,

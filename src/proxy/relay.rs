@@ -209,16 +209,18 @@ pub async fn run(
             // Boxed, as is the delivery below: an async fn's future holds every future it
             // awaits, and each level of nesting copied the upstream session's futures again
             // (tens of KiB per request). One allocation each keeps `run` under 3 KiB.
-            let attempt = Box::pin(send_attempt(
-                state,
-                &peer,
-                addr,
-                &prepared,
-                &key,
-                job,
-                timeout,
-                trace.as_ref(),
-            ));
+            let attempt = boxed_in_place(|| {
+                send_attempt(
+                    state,
+                    &peer,
+                    addr,
+                    &prepared,
+                    &key,
+                    job,
+                    timeout,
+                    trace.as_ref(),
+                )
+            });
             let outcome = tokio::select! {
                 r = attempt => r,
                 _ = client_gone(session) => {
@@ -450,6 +452,16 @@ fn request_header(
 
 /// One attempt: connect (pooled), send header and body, wait for the response header.
 #[allow(clippy::too_many_arguments)]
+/// Boxes the future `make` returns, written straight into its allocation. `Box::pin(f)` builds
+/// the unstarted future on the stack and copies all of it (an async fn's future is as big as
+/// its largest state: ~10 KiB for an attempt, most of it the connector's) into the box.
+fn boxed_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: the slot was written just above.
+    Box::into_pin(unsafe { slot.assume_init() })
+}
+
 async fn send_attempt(
     state: &State,
     peer: &Arc<PeerInfo>,

@@ -7,7 +7,7 @@ use super::respond::send_json;
 use super::Ctx;
 use crate::auth::{self, ClientKeys};
 use crate::config::ProviderKind;
-use crate::conversations::{self, StoredResponse};
+use crate::conversations::{self, Tenant};
 use crate::error::GatewayError;
 use crate::routes::StoredAction;
 use crate::routing::Candidate;
@@ -19,19 +19,26 @@ use serde_json::{json, Value};
 
 pub use conversations::{is_minted, mint_id};
 
-/// Whose conversations these are: the gateway access key's id, else the client's provider
-/// key (hashed), else the gateway's own callers as one tenant. Computed from the request
-/// alone, so that a `GET` without a model finds what a `POST` stored.
-pub fn tenant(ctx: &Ctx, keys: &ClientKeys) -> String {
+/// Whose conversations these are: the gateway access key's id (`key:<id>`), else the
+/// client's provider key (`client:<SHA-256 hex>`), else the gateway's own callers as one
+/// tenant (`gateway`). Computed from the request alone, so that a `GET` without a model finds
+/// what a `POST` stored.
+pub fn tenant(ctx: &Ctx, keys: &ClientKeys) -> Tenant {
+    /// The same for every request: hashed once.
+    static GATEWAY: std::sync::LazyLock<Tenant> =
+        std::sync::LazyLock::new(|| Tenant::named(&[b"gateway"]));
     if let Some(id) = &ctx.key_id {
-        return format!("key:{id}");
+        return Tenant::named(&[b"key:", id.as_bytes()]);
     }
     match [&keys.bearer, &keys.openai, &keys.gemini]
         .into_iter()
         .find_map(|k| k.as_deref())
     {
-        Some(k) => format!("client:{}", hex::encode(auth::sha256(k.as_bytes()))),
-        None => "gateway".into(),
+        Some(k) => {
+            let hash = hex::encode(auth::sha256(k.as_bytes()));
+            Tenant::named(&[b"client:", hash.as_bytes()])
+        }
+        None => *GATEWAY,
     }
 }
 
@@ -40,7 +47,7 @@ pub fn tenant(ctx: &Ctx, keys: &ClientKeys) -> String {
 /// ids (OpenAI holds that state). `Err` is OpenAI's own answer for an id it cannot continue.
 pub async fn continuation(
     state: &State,
-    tenant: &str,
+    tenant: &Tenant,
     previous: &str,
     candidates: &mut Vec<Candidate>,
 ) -> Result<Option<Conversation>, GatewayError> {
@@ -73,7 +80,7 @@ pub async fn continuation(
 /// responses are read; another tenant's are unknown.
 pub async fn referable(
     state: &State,
-    tenant: &str,
+    tenant: &Tenant,
     body: &[u8],
     req: Option<&Value>,
 ) -> Vec<Value> {
@@ -104,17 +111,17 @@ pub static ITEM_REFERENCE: std::sync::LazyLock<memchr::memmem::Finder<'static>> 
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"item_reference"));
 
 /// Keeps a translated answer the gateway minted: the response as the client got it, the
-/// request's input items, and the conversation so far for the next turn. The context is
-/// spliced from JSON already written (the stored context, the input items, the answer's
-/// `output`), never parsed back into values. `written` is the id the gateway minted and where
-/// the `output` array is, when the translation wrote this very body (a streamed answer's is
-/// found by reading the body).
+/// request's input items (a JSON array) and the conversation so far for the next turn. The
+/// context is spliced from JSON already written (the stored context, the input items, the
+/// answer's `output`), never parsed back into values, and all of it is copied once, into the
+/// entry. `written` is the id the gateway minted and where the `output` array is, when the
+/// translation wrote this very body (a streamed answer's is found by reading the body).
 pub async fn keep(
     state: &State,
-    tenant: &str,
+    tenant: &Tenant,
     conversation: Option<&Conversation>,
-    input_items: Vec<Value>,
-    response: Bytes,
+    input_items: &[u8],
+    response: &[u8],
     written: Option<(&str, std::ops::Range<usize>)>,
 ) {
     #[derive(serde::Deserialize)]
@@ -127,7 +134,7 @@ pub async fn keep(
     let (id, output) = match written.and_then(|(id, span)| Some((id, response.get(span)?))) {
         Some((id, output)) => (std::borrow::Cow::Borrowed(id), output),
         None => {
-            let Ok(answered) = serde_json::from_slice::<Answered<'_>>(&response) else {
+            let Ok(answered) = serde_json::from_slice::<Answered<'_>>(response) else {
                 return;
             };
             let output = answered.output.map_or("", |o| o.get()).as_bytes();
@@ -137,47 +144,17 @@ pub async fn keep(
     if !conversations::is_minted(&id) {
         return;
     }
-    let Ok(inputs) = serde_json::to_vec(&input_items) else {
-        return;
-    };
     let previous = conversation.map_or(&b""[..], |c| &c.raw);
-    let context = join_arrays(&[previous, &inputs, output]);
-    let id = id.into_owned();
     state
         .conversations
-        .put(
+        .keep(
             tenant,
-            StoredResponse {
-                id,
-                response,
-                input_items: Bytes::from(inputs),
-                context: Bytes::from(context),
-            },
+            id.into_owned(),
+            response,
+            input_items,
+            &[previous, input_items, output],
         )
         .await;
-}
-
-/// JSON arrays joined into one (`[a,b]` + `[]` + `[c]` → `[a,b,c]`); a part that is not an
-/// array (or is empty) adds nothing.
-fn join_arrays(parts: &[&[u8]]) -> Vec<u8> {
-    fn inner(p: &[u8]) -> &[u8] {
-        let p = p.trim_ascii();
-        match (p.first(), p.last()) {
-            (Some(b'['), Some(b']')) if p.len() >= 2 => p[1..p.len() - 1].trim_ascii(),
-            _ => b"",
-        }
-    }
-    let len: usize = parts.iter().map(|p| inner(p).len() + 1).sum();
-    let mut out = Vec::with_capacity(len + 2);
-    out.push(b'[');
-    for p in parts.iter().map(|p| inner(p)).filter(|p| !p.is_empty()) {
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        out.extend_from_slice(p);
-    }
-    out.push(b']');
-    out
 }
 
 /// `GET`/`DELETE /v1/responses/{id}` and `GET …/input_items` for an id the gateway minted.
@@ -185,7 +162,7 @@ pub async fn serve_stored(
     state: &State,
     session: &mut Session,
     ctx: &mut Ctx,
-    tenant: &str,
+    tenant: &Tenant,
     id: &str,
     action: StoredAction,
 ) -> Result<(), GatewayError> {
@@ -312,20 +289,6 @@ mod tests {
         assert_eq!(v["data"].as_array().map(Vec::len), Some(2));
         assert_eq!(v["first_id"], "msg_1");
         assert_eq!(v["has_more"], false);
-    }
-
-    #[test]
-    fn contexts_are_spliced_from_the_arrays_written() {
-        let j = |parts: &[&str]| {
-            let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
-            String::from_utf8(join_arrays(&parts)).unwrap_or_default()
-        };
-        assert_eq!(j(&["[{\"a\":1}, 2]", "[]", " [ 3 ] "]), "[{\"a\":1}, 2,3]");
-        assert_eq!(j(&["", "[1]", "null"]), "[1]");
-        assert_eq!(j(&["", "[]", ""]), "[]");
-        let v: Value =
-            serde_json::from_str(&j(&["[[1],{\"b\":[]}]", "[\"x\"]"])).unwrap_or_default();
-        assert_eq!(v, json!([[1], {"b": []}, "x"]));
     }
 
     #[test]

@@ -127,10 +127,10 @@ pub trait AnswerTranslation: Send + Sync {
     fn replay(&self, client_body: &[u8]) -> Option<Bytes>;
     /// A non-2xx body in the client's error shape; `None` relays it as it is.
     fn error(&self, status: u16, body: &[u8]) -> Option<Bytes>;
-    /// Responses API: this request's input items (each with an id) once the answer is in,
-    /// for the conversation state; `None` where the gateway keeps no state. Taken, not
-    /// copied: they are handed over once.
-    fn take_input_items(&mut self) -> Option<Vec<Value>> {
+    /// Responses API: this request's input items (each with an id, as one JSON array) once
+    /// the answer is in, for the conversation state; `None` where the gateway keeps no state.
+    /// Taken, not copied: they are handed over once.
+    fn take_input_items(&mut self) -> Option<Vec<u8>> {
         None
     }
     /// Responses API: where the `output` array is in the whole answer [`Self::whole`]

@@ -48,7 +48,8 @@ impl Translation for ResponsesGemini {
 struct ResponsesAnswer {
     /// Taken by the stream translator; a whole answer borrows it.
     cx: Option<responses::ResponsesContext>,
-    input_items: Vec<Value>,
+    /// A JSON array (see `ResponsesRequest::input_items`).
+    input_items: Vec<u8>,
     output_span: Option<std::ops::Range<usize>>,
 }
 
@@ -88,7 +89,7 @@ impl AnswerTranslation for ResponsesAnswer {
         Some(Bytes::from(gemini::error_to_openai(status, body)))
     }
 
-    fn take_input_items(&mut self) -> Option<Vec<Value>> {
+    fn take_input_items(&mut self) -> Option<Vec<u8>> {
         Some(std::mem::take(&mut self.input_items))
     }
 

@@ -51,7 +51,8 @@ pub(crate) struct ResponseError<'a> {
 /// into owned values for each would cost more than the answer itself.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Echo {
-    pub(crate) members: Vec<u8>,
+    /// Borrowed when the request sets none of the echoed fields (the defaults, written once).
+    pub(crate) members: std::borrow::Cow<'static, [u8]>,
 }
 
 /// The `response` object, whole or as carried by the lifecycle events.

@@ -25,8 +25,9 @@ use crate::providers::gemini::wire::{Content, FileData, FunctionResponse, Part};
 pub(super) struct Input<'a> {
     pub(super) contents: Vec<Content<'a>>,
     pub(super) system: Vec<Part<'a>>,
-    /// This request's input (not the history) as items with ids.
-    pub(super) items: Vec<Value>,
+    /// This request's input (not the history) as items with ids: a JSON array, or nothing
+    /// when not asked for.
+    pub(super) items: Vec<u8>,
 }
 
 /// Where an item came from, for the `param` of an error.
@@ -102,12 +103,19 @@ pub(super) fn translate<'a>(
     }
     let items = match input {
         _ if !items => Vec::new(),
-        Some(Value::String(s)) => vec![text_item(s)],
-        _ => resolved[history.len()..]
-            .iter()
-            .enumerate()
-            .map(|(i, (v, _))| normalise(v, i))
-            .collect(),
+        Some(Value::String(s)) => text_item(s),
+        _ => {
+            let mut out = vec![b'['];
+            for (i, (v, _)) in resolved[history.len()..].iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // Writing a `Value` into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut out, &normalise(v, i));
+            }
+            out.push(b']');
+            out
+        }
     };
     Ok(Input {
         contents: b.contents,
@@ -452,13 +460,19 @@ fn file_mime(name: &str) -> &'static str {
 }
 
 /// A string input as the one user message it stands for.
-fn text_item(s: &str) -> Value {
-    json!({
-        "id": input_id("msg", &s, 0),
-        "type": "message",
-        "role": "user",
-        "content": [{"type": "input_text", "text": s}],
-    })
+/// A string input as the one user message it stands for, written as JSON: the shape
+/// [`normalise`] gives an item-list message, without building it as values first.
+fn text_item(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 128);
+    out.extend_from_slice(b"[{\"id\":\"");
+    out.extend_from_slice(input_id("msg", &s, 0).as_bytes());
+    out.extend_from_slice(
+        b"\",\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":",
+    );
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, s);
+    out.extend_from_slice(b"}]}]");
+    out
 }
 
 /// An input item as stored: with its `type`, string content as parts, and an id.
@@ -503,7 +517,7 @@ mod tests {
     fn items_of(req: Value, history: &[Value]) -> Vec<Value> {
         responses_request(&req, history, "gemini-2.5-flash")
             .unwrap()
-            .input_items
+            .items()
     }
 
     #[test]
@@ -709,6 +723,22 @@ mod tests {
             items[1], history[0],
             "a reference is stored as the item it names"
         );
+    }
+
+    #[test]
+    fn a_string_input_is_stored_as_the_user_message_it_stands_for() {
+        for s in ["Hi", "with \"quotes\", \\ and \n", "ünïcødé ✓"] {
+            let items = items_of(json!({ "input": s }), &[]);
+            assert_eq!(
+                items,
+                vec![json!({
+                    "id": super::input_id("msg", &s, 0),
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": s}],
+                })]
+            );
+        }
     }
 
     #[test]

@@ -16,13 +16,22 @@ use crate::providers::gemini::wire::{
 
 /// A translated request: the Gemini body, whether it streams, the path after the base URL
 /// (as `chat_path`), and this request's input as items, each with an id, for storage and
-/// `input_items` listings.
+/// `input_items` listings: a JSON array, written as it is stored (empty when not asked for).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResponsesRequest {
     pub body: Vec<u8>,
     pub stream: bool,
     pub path: String,
-    pub input_items: Vec<Value>,
+    pub input_items: Vec<u8>,
+}
+
+#[cfg(test)]
+impl ResponsesRequest {
+    /// The input items as values.
+    #[allow(clippy::unwrap_used)]
+    pub fn items(&self) -> Vec<Value> {
+        serde_json::from_slice(&self.input_items).unwrap()
+    }
 }
 
 /// The fields translated after the loop over the body (they depend on each other).
@@ -483,8 +492,9 @@ mod tests {
                 "generationConfig":{"maxOutputTokens":300,"temperature":0.2,"topP":0.9}
             })
         );
-        assert_eq!(t.input_items.len(), 1);
-        let item = &t.input_items[0];
+        let items = t.items();
+        assert_eq!(items.len(), 1);
+        let item = &items[0];
         assert_eq!(item["type"], "message");
         assert_eq!(item["role"], "user");
         assert_eq!(
@@ -813,7 +823,7 @@ mod tests {
                 {"functionCall":{"name":"f","args":{}},"thoughtSignature":"SIG"}]}),
             "only the named items are sent, the call with its signature"
         );
-        assert_eq!(t.input_items[1], answer[1], "stored as the items they name");
+        assert_eq!(t.items()[1], answer[1], "stored as the items they name");
         assert_eq!(
             rerr(req).param.as_deref(),
             Some("input[1].id"),

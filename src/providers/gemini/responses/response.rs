@@ -30,9 +30,53 @@ impl ResponsesContext {
     }
 }
 
+/// The request fields a response repeats (besides `store`, which every request may set).
+const ECHOED: [&str; 15] = [
+    "instructions",
+    "max_output_tokens",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "prompt_cache_key",
+    "reasoning",
+    "safety_identifier",
+    "service_tier",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_p",
+    "user",
+    "metadata",
+];
+
+/// The echo of a request that sets none of [`ECHOED`], for `store` false and true: written
+/// once, not per request (it is half of a short answer's writing).
+static DEFAULT_ECHO: std::sync::LazyLock<[Vec<u8>; 2]> = std::sync::LazyLock::new(|| {
+    let of = |store: bool| write_echo(&serde_json::json!({ "store": store }));
+    [of(false), of(true)]
+});
+
 /// The request fields as a response repeats them, with OpenAI's defaults for the rest,
 /// written straight from the request (nothing copied into owned values).
 fn echo(req: &Value) -> Echo {
+    let obj = req.as_object();
+    let defaults = obj.is_some_and(|m| {
+        m.iter()
+            .all(|(k, v)| v.is_null() || !ECHOED.contains(&k.as_str()))
+    });
+    let members = if defaults {
+        let store = obj
+            .and_then(|m| m.get("store"))
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        std::borrow::Cow::Borrowed(DEFAULT_ECHO[usize::from(store)].as_slice())
+    } else {
+        std::borrow::Cow::Owned(write_echo(req))
+    };
+    Echo { members }
+}
+
+fn write_echo(req: &Value) -> Vec<u8> {
     // A request has a handful of fields: comparing names is cheaper than hashing each
     // of the dozen looked up (the map hashes with SipHash).
     let obj = req.as_object();
@@ -90,7 +134,7 @@ fn echo(req: &Value) -> Echo {
     w.raw("truncation", "\"disabled\"");
     w.value("user", get("user"), "null");
     w.value("metadata", get("metadata"), "{}");
-    Echo { members: w.out }
+    w.out
 }
 
 /// `outer[key]` unless absent or null.
@@ -260,7 +304,7 @@ mod tests {
             assert_eq!(got[key], want, "{key}");
         }
         let null_cx = ResponsesContext::new(&Value::Null, String::new(), String::new(), 0);
-        let members = String::from_utf8(null_cx.echo.members).unwrap();
+        let members = String::from_utf8(null_cx.echo.members.into_owned()).unwrap();
         let defaults: Value = serde_json::from_str(&format!("{{{members}}}")).unwrap();
         assert_eq!(
             defaults["tools"],
@@ -274,6 +318,30 @@ mod tests {
         assert_eq!(defaults["reasoning"], json!({"effort":null,"summary":null}));
         assert_eq!(defaults["service_tier"], "default");
         assert_eq!(defaults["metadata"], json!({}));
+    }
+
+    #[test]
+    fn the_default_echo_written_once_is_what_the_request_would_write() {
+        for req in [
+            json!({"model": "m", "input": "q"}),
+            json!({"model": "m", "input": "q", "store": false, "stream": true}),
+            json!({"model": "m", "input": "q", "store": true, "tools": null}),
+        ] {
+            let got = echo(&req);
+            assert!(
+                matches!(got.members, std::borrow::Cow::Borrowed(_)),
+                "{req}"
+            );
+            assert_eq!(*got.members, write_echo(&req)[..], "{req}");
+        }
+        // Any echoed field is written from the request.
+        let req = json!({"input": "q", "user": "u"});
+        let got = echo(&req);
+        assert!(matches!(got.members, std::borrow::Cow::Owned(_)));
+        let members: Value =
+            serde_json::from_str(&format!("{{{}}}", String::from_utf8_lossy(&got.members)))
+                .unwrap();
+        assert_eq!(members["user"], "u");
     }
 
     #[test]
@@ -488,7 +556,7 @@ mod tests {
             responses_response(fixture!("response_tool_calls.json").as_bytes(), rcx(&req)).unwrap();
         let got: Value = serde_json::from_slice(&body_bytes).unwrap();
         let output = got["output"].as_array().unwrap();
-        let mut history = first.input_items.clone();
+        let mut history = first.items();
         history.extend(output.iter().cloned());
         let calls: Vec<&Value> = output
             .iter()
