@@ -87,6 +87,63 @@ fn keys_hash_the_tenant() {
     );
 }
 
+#[test]
+fn tenant_hashes_are_those_earlier_releases_wrote() {
+    // Redis keys of stored conversations carry this hash: a change would orphan them.
+    let mut h = Sha256::new();
+    h.update(b"llmgw-resp-tenant-v1\0key:team-a");
+    let digest: [u8; 32] = h.finalize().into();
+    let named = Tenant::named(&[b"key:", b"team-a"]);
+    assert_eq!(named.0[..], digest[..16]);
+    assert_eq!(named, tenant("key:team-a"), "parts are concatenated");
+    assert_ne!(named, tenant("key:team-b"));
+}
+
+#[test]
+fn an_assembled_entry_splices_the_context_from_the_arrays_written() {
+    let ctx = |parts: &[&str]| {
+        let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        let r = StoredResponse::assemble("resp_gwx".into(), b"{}", b"[1]", &parts);
+        String::from_utf8(r.context.to_vec()).unwrap_or_default()
+    };
+    assert_eq!(
+        ctx(&["[{\"a\":1}, 2]", "[]", " [ 3 ] "]),
+        "[{\"a\":1}, 2,3]"
+    );
+    assert_eq!(
+        ctx(&["", "[1]", "null"]),
+        "[1]",
+        "what is not an array adds nothing"
+    );
+    assert_eq!(ctx(&["", "[]", ""]), "[]");
+    assert_eq!(ctx(&["[", "]", "[x"]), "[]", "nor does a cut array");
+    let v: serde_json::Value =
+        serde_json::from_str(&ctx(&["[[1],{\"b\":[]}]", "[\"x\"]"])).unwrap_or_default();
+    assert_eq!(v, serde_json::json!([[1], {"b": []}, "x"]));
+
+    // One buffer of exactly the three parts, as `exact` makes it, and it encodes and decodes.
+    let id = "resp_gw0123456789abcdef0123456789abcdef";
+    let r = StoredResponse::assemble(
+        id.into(),
+        b"{\"id\":1}",
+        b"[\"in\"]",
+        &[b"[\"old\"]", b"[\"in\"]"],
+    );
+    assert_eq!(&r.response[..], b"{\"id\":1}");
+    assert_eq!(&r.input_items[..], b"[\"in\"]");
+    assert_eq!(&r.context[..], b"[\"old\",\"in\"]");
+    assert_eq!(
+        r.response.as_ptr().wrapping_add(r.response.len()),
+        r.input_items.as_ptr()
+    );
+    assert_eq!(
+        r.input_items.as_ptr().wrapping_add(r.input_items.len()),
+        r.context.as_ptr()
+    );
+    assert_eq!(r.clone().exact(), r);
+    assert_eq!(decode(encode(&r), id), Some(r));
+}
+
 // ---- encoding ----
 
 #[test]
