@@ -450,8 +450,6 @@ fn request_header(
     Ok(RequestHeader::from(parts))
 }
 
-/// One attempt: connect (pooled), send header and body, wait for the response header.
-#[allow(clippy::too_many_arguments)]
 /// Boxes the future `make` returns, written straight into its allocation. `Box::pin(f)` builds
 /// the unstarted future on the stack and copies all of it (an async fn's future is as big as
 /// its largest state: ~10 KiB for an attempt, most of it the connector's) into the box.
@@ -462,6 +460,8 @@ fn boxed_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin:
     Box::into_pin(unsafe { slot.assume_init() })
 }
 
+/// One attempt: connect (pooled), send header and body, wait for the response header.
+#[allow(clippy::too_many_arguments)]
 async fn send_attempt(
     state: &State,
     peer: &Arc<PeerInfo>,
