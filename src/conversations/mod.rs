@@ -39,10 +39,13 @@ const ID_HEX: usize = 32;
 /// The length of every minted id.
 pub const ID_LEN: usize = ID_PREFIX.len() + ID_HEX;
 
-/// A new response id: [`ID_PREFIX`] and 128 random bits in lowercase hex. Unguessable enough
-/// for what it guards: lookups are scoped to the tenant, so an id alone opens nothing.
+/// A new response id: [`ID_PREFIX`] and 128 bits from a CSPRNG in lowercase hex. Lookups are
+/// scoped to the tenant, but callers who share one (one access key, or no auth) are told apart
+/// only by the ids, so no id may be predictable from the ids a caller has seen (as a plain
+/// PRNG's outputs are).
 pub fn mint_id() -> String {
-    format!("{ID_PREFIX}{:032x}", fastrand::u128(..))
+    use rand::Rng;
+    format!("{ID_PREFIX}{:032x}", rand::rng().random::<u128>())
 }
 
 /// Whether `id` has exactly the shape [`mint_id`] produces.
