@@ -48,6 +48,7 @@ fn translation(c: &mut Criterion) {
         id: "chatcmpl-bench".into(),
         model: "gemini-2.0-flash".into(),
         created: 0,
+        parallel_tool_calls: true,
     };
     let mut g = c.benchmark_group("response");
     g.throughput(Throughput::Bytes(RESPONSE_TEXT.len() as u64));
@@ -134,6 +135,7 @@ impl CloneForBench for gemini::ResponseContext {
             id: self.id.clone(),
             model: self.model.clone(),
             created: self.created,
+            parallel_tool_calls: self.parallel_tool_calls,
         }
     }
 }

@@ -27,6 +27,7 @@ impl Translation for ChatGemini {
             stream: t.stream,
             answer: Box::new(ChatAnswer {
                 include_usage: t.include_usage,
+                parallel_tool_calls: t.parallel_tool_calls,
             }),
         })
     }
@@ -34,13 +35,17 @@ impl Translation for ChatGemini {
 
 struct ChatAnswer {
     include_usage: bool,
+    parallel_tool_calls: bool,
 }
 
-fn context(cx: &AnswerContext<'_>) -> gemini::ResponseContext {
-    gemini::ResponseContext {
-        id: format!("chatcmpl-{}", cx.request_id),
-        model: cx.model.to_string(),
-        created: cx.created,
+impl ChatAnswer {
+    fn context(&self, cx: &AnswerContext<'_>) -> gemini::ResponseContext {
+        gemini::ResponseContext {
+            id: format!("chatcmpl-{}", cx.request_id),
+            model: cx.model.to_string(),
+            created: cx.created,
+            parallel_tool_calls: self.parallel_tool_calls,
+        }
     }
 }
 
@@ -55,12 +60,12 @@ impl AnswerTranslation for ChatAnswer {
         _sse: bool,
         keep: bool,
     ) -> Box<dyn BodyTransform> {
-        let t = gemini::StreamTranslator::new(context(cx), self.include_usage);
+        let t = gemini::StreamTranslator::new(self.context(cx), self.include_usage);
         Box::new(Translated::new(Box::new(t), keep))
     }
 
     fn whole(&mut self, body: Bytes, cx: &AnswerContext<'_>) -> Result<Whole, String> {
-        let (b, u) = gemini::chat_response(&body, &context(cx)).map_err(|e| e.message)?;
+        let (b, u) = gemini::chat_response(&body, &self.context(cx)).map_err(|e| e.message)?;
         Ok(Whole {
             body: Bytes::from(b),
             usage: Some((u.prompt_tokens, u.completion_tokens)),

@@ -115,6 +115,37 @@ def test_tool_round_trip_keeps_the_thought_signature(client, mock, stream):
     assert [r["name"] for r in results] == ["get_weather", "get_weather"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_parallel_tool_calls_false_answers_one_call(client, mock, stream):
+    """The mock's Gemini calls twice; Gemini cannot be told not to, so the gateway keeps the
+    first call and the signature that rides on it."""
+    model, messages = "gemini-3-pro-preview", [{"role": "user", "content": "weather in Paris?"}]
+    args = dict(model=model, messages=messages, tools=TOOLS, parallel_tool_calls=False)
+    if stream:
+        chunks = list(client.chat.completions.create(**args, stream=True))
+        calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+        assert [tc.index for tc in calls] == [0], calls
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finish == ["tool_calls"]
+        call = calls[0]
+    else:
+        resp = client.chat.completions.create(**args)
+        assert resp.choices[0].finish_reason == "tool_calls"
+        assert len(resp.choices[0].message.tool_calls) == 1
+        call = resp.choices[0].message.tool_calls[0]
+    assert json.loads(call.function.arguments) == {"mock": True}
+    assert "parallel_tool_calls" not in json.dumps(gemini_requests(mock)[-1]["body"])
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "rainy"},
+    ]
+    follow = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, parallel_tool_calls=False)
+    assert follow.choices[0].message.content == "Mock saw tool result: get_weather"
+    model_turn = [c for c in gemini_requests(mock)[-1]["body"]["contents"] if c["role"] == "model"][0]
+    assert [p["functionCall"]["args"] for p in model_turn["parts"]] == [{"mock": True}]
+    assert "thoughtSignature" in model_turn["parts"][0]
+
+
 def test_json_schema_response_format(client, mock):
     schema = {"type": "object", "properties": {"mock": {"type": "boolean"}}, "required": ["mock"], "additionalProperties": False}
     resp = client.chat.completions.create(

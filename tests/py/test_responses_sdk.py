@@ -358,6 +358,41 @@ def test_tool_round_trip_and_parallel_calls(env, client, model):
         assert_passthrough(env, model, ups[1], 1)
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_parallel_tool_calls_false_answers_one_call(env, client, model):
+    """Gemini has no switch for it: the gateway keeps the first call of the turn, whole or
+    streamed, and the next turn sends Gemini that call and its one result."""
+    question = {"role": "user", "content": "What is the weather in Paris and in Rome?"}
+    r1 = client.responses.create(model=model, input=[question], tools=TOOLS, parallel_tool_calls=False)
+    fc = function_calls(r1)
+    assert len(fc) == 1 and r1.parallel_tool_calls is False, r1.output
+    if ROUTES[model][0] == "gemini":
+        assert json.loads(fc[0].arguments) == {"mock": True}, "the first of the mock's two calls"
+    with client.responses.stream(model=model, input=[question], tools=TOOLS, parallel_tool_calls=False) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    added = [e.item.type for e in events if e.type == "response.output_item.added"]
+    assert added.count("function_call") == 1, added
+    assert len(function_calls(final)) == 1
+    seq = [e.sequence_number for e in events]
+    assert seq == list(range(len(seq))), seq
+    outputs = [{"type": "function_call_output", "call_id": fc[0].call_id, "output": TOOL_RESULT}]
+    r2 = client.responses.create(model=model, previous_response_id=r1.id, input=outputs, tools=TOOLS)
+    assert r2.status == "completed" and not function_calls(r2)
+    ups = served(env, model)
+    if ROUTES[model][0] == "gemini":
+        assert "parallel_tool_calls" not in json.dumps(ups[0]["body"])
+        contents = ups[-1]["body"]["contents"]
+        assert [c["role"] for c in contents] == ["user", "model", "user"], contents
+        kept = [p for p in parts(contents[1]) if "functionCall" in p]
+        assert [p["functionCall"]["name"] for p in kept] == ["get_weather"]
+        assert [p["functionResponse"]["name"] for p in parts(contents[2]) if "functionResponse" in p] == ["get_weather"]
+        if model == GEMINI3:
+            assert kept[0].get("thoughtSignature"), "the kept call keeps its signature"
+    else:
+        assert ups[0]["body"]["parallel_tool_calls"] is False
+
+
 @pytest.mark.parametrize("model", GEMINI_MODELS)
 def test_tool_round_trip_with_previous_response_id(env, client, model):
     r1 = client.responses.create(model=model, input="What is the weather in Paris?", tools=TOOLS)

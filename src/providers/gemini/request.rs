@@ -19,6 +19,9 @@ pub struct ChatTranslation {
     pub body: Vec<u8>,
     pub stream: bool,
     pub include_usage: bool,
+    /// `parallel_tool_calls` (default true): Gemini has no such switch, so the answer's
+    /// translation keeps one call per choice when it is false.
+    pub parallel_tool_calls: bool,
 }
 
 pub(crate) fn f64_of(v: &Value, key: &str) -> Result<f64> {
@@ -56,6 +59,7 @@ pub fn chat_request(openai: &Value, model: &str) -> Result<ChatTranslation> {
     let mut req = GenerateContentRequest::default();
     let gc = &mut req.generation_config;
     let (mut stream, mut include_usage) = (false, false);
+    let mut parallel_tool_calls = true;
     let (mut messages, mut tools, mut functions) = (None, None, None);
     let (mut tool_choice, mut function_call) = (None, None);
     let (mut max_tokens, mut max_completion_tokens) = (None, None);
@@ -69,6 +73,7 @@ pub fn chat_request(openai: &Value, model: &str) -> Result<ChatTranslation> {
             "model" => {}
             "messages" => messages = Some(v),
             "stream" => stream = bool_of(v, k)?,
+            "parallel_tool_calls" => parallel_tool_calls = bool_of(v, k)?,
             "stream_options" => {
                 include_usage = v.get("include_usage").and_then(Value::as_bool) == Some(true)
             }
@@ -112,13 +117,7 @@ pub fn chat_request(openai: &Value, model: &str) -> Result<ChatTranslation> {
                 }
             }
             // Harmless for the answer: dropped.
-            "user"
-            | "store"
-            | "metadata"
-            | "parallel_tool_calls"
-            | "service_tier"
-            | "prediction"
-            | "safety_identifier"
+            "user" | "store" | "metadata" | "service_tier" | "prediction" | "safety_identifier"
             | "prompt_cache_key" => {}
             _ => {
                 return Err(bad(
@@ -171,6 +170,7 @@ pub fn chat_request(openai: &Value, model: &str) -> Result<ChatTranslation> {
         body,
         stream,
         include_usage: stream && include_usage,
+        parallel_tool_calls,
     })
 }
 
@@ -773,6 +773,21 @@ mod tests {
         assert!(!t.stream && !t.include_usage);
         let got: Value = serde_json::from_slice(&t.body).unwrap();
         assert_eq!(got, v(fixture!("chat_request_tools.gemini.json")));
+    }
+
+    #[test]
+    fn parallel_tool_calls_is_the_answers_business_not_geminis() {
+        let m = json!([{"role":"user","content":"x"}]);
+        let on = chat_request(&json!({"messages": m}), "gemini-2.0-flash").unwrap();
+        let off = chat_request(
+            &json!({"messages": m, "parallel_tool_calls": false}),
+            "gemini-2.0-flash",
+        )
+        .unwrap();
+        assert!(on.parallel_tool_calls && !off.parallel_tool_calls);
+        assert_eq!(on.body, off.body, "Gemini has no field for it");
+        let e = err(json!({"messages": m, "parallel_tool_calls": "no"}));
+        assert!(e.message.contains("parallel_tool_calls"), "{}", e.message);
     }
 
     #[test]

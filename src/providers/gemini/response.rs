@@ -18,6 +18,9 @@ pub struct ResponseContext {
     pub id: String,
     pub model: String,
     pub created: u64,
+    /// False: each choice keeps its first function call only (the request's
+    /// `parallel_tool_calls: false`, which Gemini cannot be told).
+    pub parallel_tool_calls: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -140,6 +143,9 @@ pub fn chat_response(gemini: &[u8], ctx: &ResponseContext) -> Result<(Vec<u8>, U
         let mut tool_calls = Vec::new();
         for p in cand.content.iter().flat_map(|c| &c.parts) {
             if let Some(fc) = &p.function_call {
+                if !ctx.parallel_tool_calls && !tool_calls.is_empty() {
+                    continue;
+                }
                 let sig = p.thought_signature.as_ref().map(|s| &*s.0);
                 ids.write(&mut id_buf, sig);
                 write_args(fc.args.as_ref(), &mut args_buf);
@@ -234,6 +240,25 @@ mod tests {
                 total_tokens: 49
             }
         );
+    }
+
+    #[test]
+    fn parallel_tool_calls_false_keeps_the_first_call() {
+        let one = ResponseContext {
+            parallel_tool_calls: false,
+            ..ctx()
+        };
+        let fixture = fixture!("response_tool_calls.json").as_bytes();
+        let (body, _) = chat_response(fixture, &one).unwrap();
+        let got: Value = serde_json::from_slice(&body).unwrap();
+        let (all, _) = chat_response(fixture, &ctx()).unwrap();
+        let all: Value = serde_json::from_slice(&all).unwrap();
+        let calls = got["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0], all["choices"][0]["message"]["tool_calls"][0]);
+        assert_eq!(got["choices"][0]["finish_reason"], "tool_calls");
     }
 
     #[test]

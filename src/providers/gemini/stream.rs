@@ -29,6 +29,9 @@ enum StreamState {
     Failed,
 }
 
+/// Choices a stream keeps state for, at most (`n` is 128 at most on OpenAI).
+const MAX_CHOICES: usize = 128;
+
 /// Gemini SSE bytes in arbitrary splits → OpenAI SSE bytes (`data: {chat.completion.chunk}\n\n` ... `data: [DONE]\n\n`).
 pub struct StreamTranslator {
     ctx: ResponseContext,
@@ -228,6 +231,11 @@ impl StreamTranslator {
     fn candidate(&mut self, cand: &Candidate<'_>, pos: usize, out: &mut Vec<u8>) {
         let index = cand.index.unwrap_or(pos as u32);
         let slot = index as usize;
+        if slot >= MAX_CHOICES {
+            // No request asks for that many (OpenAI's `n` stops at 128, Gemini's at 8): an
+            // upstream naming such an index must not size the per-choice state by it.
+            return;
+        }
         let parts = cand.content.as_ref().map_or(&[][..], |c| &c.parts[..]);
 
         let mut text = std::mem::take(&mut self.text);
@@ -252,6 +260,9 @@ impl StreamTranslator {
         let mut args = std::mem::take(&mut self.args);
         for p in parts {
             let Some(fc) = &p.function_call else { continue };
+            if !self.ctx.parallel_tool_calls && self.choices.get(slot).is_some_and(|c| c.saw_call) {
+                continue;
+            }
             let role = self.role(slot);
             let st = &mut self.choices[slot];
             let tool_index = st.next_tool_index;
@@ -401,6 +412,43 @@ mod tests {
         let s = String::from_utf8(out.clone()).unwrap();
         assert!(s.contains("\"Hello\"") && s.ends_with("\n\n"), "{s}");
         assert_eq!(t.usage().unwrap().completion_tokens, 1);
+    }
+
+    #[test]
+    fn parallel_tool_calls_false_streams_the_first_call() {
+        let input = sse_of(fixture!("stream_tool_calls.json"));
+        let mut t = StreamTranslator::new(
+            ResponseContext {
+                parallel_tool_calls: false,
+                ..ctx()
+            },
+            false,
+        );
+        let mut out = Vec::new();
+        t.push(&input, &mut out);
+        assert!(t.finish(&mut out));
+        let c = chunks(&out);
+        assert_eq!(c.len(), 3, "{}", String::from_utf8_lossy(&out));
+        let t0 = &c[1]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(t0["index"], 0);
+        assert_eq!(
+            t0["function"],
+            json!({"name":"get_weather","arguments":"{\"city\":\"Paris\"}"})
+        );
+        assert_eq!(c[2]["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
+    fn a_candidate_index_no_request_asks_for_is_not_state() {
+        let input = b"data: {\"candidates\":[{\"index\":4000000000,\"content\":{\"parts\":[{\"text\":\"x\"}]}}]}\n\n\
+data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"ok\"}]},\"finishReason\":\"STOP\"}]}\n\n";
+        let mut t = StreamTranslator::new(ctx(), false);
+        let mut out = Vec::new();
+        t.push(input, &mut out);
+        assert!(t.finish(&mut out));
+        assert!(t.choices.len() <= 1, "{}", t.choices.len());
+        let c = chunks(&out);
+        assert_eq!(c[0]["choices"][0]["delta"]["content"], "ok");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub(crate) fn ctx() -> ResponseContext {
         id: "chatcmpl-1".into(),
         model: "gemini-2.5-flash".into(),
         created: 1_700_000_000,
+        parallel_tool_calls: true,
     }
 }
 

@@ -7,6 +7,7 @@
 //! call goes into the open reasoning item or a reasoning item of its own just before the
 //! call; a signature on text goes into a reasoning item right after the message closes; a
 //! signature on a thought (or on a part with nothing to show) goes to the next item.
+//! With `parallel_tool_calls: false` only the first `functionCall` becomes an item.
 
 use super::events::{replay_arguments, summary_part, summary_text, Events};
 use super::response::ResponsesContext;
@@ -317,6 +318,16 @@ impl Output {
     }
 
     fn call(&mut self, fc: &RespFunctionCall<'_>, sig: Option<&str>, out: &mut Vec<u8>) {
+        if !self.cx.parallel_tool_calls
+            && self
+                .items
+                .iter()
+                .any(|i| matches!(i, OutputItem::FunctionCall(_)))
+        {
+            // `parallel_tool_calls: false`: a later call is not shown, stored or continued
+            // from (Gemini puts a call's signature on the first call of a turn).
+            return;
+        }
         let sig = sig.map(str::to_owned).or_else(|| self.carry.take());
         let (id, call_id) = self.ids.call(sig.as_deref());
         if let Some(signature) = sig {

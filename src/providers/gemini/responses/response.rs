@@ -16,6 +16,9 @@ pub struct ResponsesContext {
     pub model: String,
     pub created_at: u64,
     pub(crate) echo: Echo,
+    /// `parallel_tool_calls` (default true). Gemini has no such switch, so with `false` the
+    /// answer keeps its first function call only, as OpenAI's would hold one.
+    pub(crate) parallel_tool_calls: bool,
 }
 
 impl ResponsesContext {
@@ -26,6 +29,10 @@ impl ResponsesContext {
             model,
             created_at,
             echo: echo(req),
+            parallel_tool_calls: req
+                .get("parallel_tool_calls")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
         }
     }
 }

@@ -361,6 +361,67 @@ mod tests {
     }
 
     #[test]
+    fn parallel_tool_calls_false_keeps_the_first_call_streamed_or_whole() {
+        let req = json!({"input":"q","parallel_tool_calls":false});
+        let mut t = ResponsesStreamTranslator::new(rcx(&req));
+        let mut out = Vec::new();
+        t.push(&sse_of(MIXED), &mut out);
+        assert!(t.finish(&mut out));
+        // Numbering stays unbroken (events_of checks it) with the second call left out.
+        let ev = events_of(&out);
+        let added: Vec<&str> = ev
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.added")
+            .map(|e| e["item"]["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            added,
+            [
+                "reasoning",
+                "message",
+                "reasoning",
+                "function_call",
+                "message",
+                "reasoning"
+            ]
+        );
+        assert!(!out.windows(8).any(|w| w == b"\"name\":\"b\""));
+        let fin: Value = serde_json::from_slice(&t.final_response().unwrap()).unwrap();
+        assert_eq!(fin["parallel_tool_calls"], false);
+        let calls: Vec<&Value> = fin["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["type"] == "function_call")
+            .collect();
+        assert_eq!(calls.len(), 1, "{fin}");
+        assert_eq!(calls[0]["name"], "a");
+        // The signed call's output indexes stay those of the items shown.
+        let indexes: Vec<u64> = ev
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.done")
+            .map(|e| e["output_index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indexes, [0, 1, 2, 3, 4, 5]);
+        let parts: Vec<Value> = v(MIXED)
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| {
+                c["candidates"][0]["content"]["parts"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        let whole = json!({"candidates":[{"content":{"parts":parts},"finishReason":"STOP"}],
+            "usageMetadata":v(MIXED)[4]["usageMetadata"]});
+        let (body, _, _) = responses_response(whole.to_string().as_bytes(), rcx(&req)).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, fin, "the whole answer keeps the same one call");
+    }
+
+    #[test]
     fn events_leave_as_soon_as_their_chunk_arrives() {
         let input = sse_of(fixture!("stream_text.json"));
         let mut t = ResponsesStreamTranslator::new(rcx(&json!({})));
