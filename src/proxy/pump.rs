@@ -5,7 +5,8 @@
 //! dialect and a clean end for streams, a closed connection otherwise).
 //!
 //! Every transform bounds what it holds: an SSE event may be at most [`STREAM_EVENT_LIMIT`]
-//! bytes, a whole answer kept for usage or the cache at most [`WHOLE_BODY_LIMIT`].
+//! bytes, a whole answer kept for usage or the cache at most [`WHOLE_BODY_LIMIT`], what a
+//! stream translator keeps until the end at most [`STREAM_HELD_LIMIT`].
 
 use super::respond::StreamGzip;
 use super::Ctx;
@@ -29,6 +30,11 @@ pub const STREAM_EVENT_LIMIT: usize = 8 * 1024 * 1024;
 /// The largest non-streamed answer the gateway reads whole (to translate, count usage or
 /// store it).
 pub const WHOLE_BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// The most a stream translator keeps of an answer until its end (a Responses stream's final
+/// object, a Gemini client's function calls). The longest real answers (65k output tokens,
+/// thoughts included) are well under 1 MiB; what is held is written out once or twice more at
+/// the end, so the bound is a quarter of a whole answer's.
+pub const STREAM_HELD_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Turns an upstream body, chunk by chunk, into what the client receives.
 pub trait BodyTransform: Send {
@@ -605,6 +611,11 @@ pub trait StreamTranslate: Send {
     fn usage(&self) -> Option<(u64, u64)>;
     /// Upstream bytes held waiting for the end of an event.
     fn pending_bytes(&self) -> usize;
+    /// What the translator keeps of the answer so far (a Responses stream's final object, a
+    /// Gemini client's function calls), held until the end ([`STREAM_HELD_LIMIT`]).
+    fn held_bytes(&self) -> usize {
+        0
+    }
     /// The complete answer in the client's non-streamed form when the translator builds it
     /// itself; `None` lets the pump assemble an OpenAI chat answer from the chunks.
     fn complete(&self) -> Option<Bytes> {
@@ -646,6 +657,11 @@ impl BodyTransform for Translated {
         self.translator.push(&chunk, &mut self.out);
         if self.translator.pending_bytes() > STREAM_EVENT_LIMIT {
             return Err(event_too_large());
+        }
+        if self.translator.held_bytes() > STREAM_HELD_LIMIT {
+            return Err(format!(
+                "upstream answer larger than {STREAM_HELD_LIMIT} bytes"
+            ));
         }
         Ok(self.take())
     }

@@ -167,6 +167,10 @@ impl StreamTranslate for from_gemini::StreamTranslator {
         from_gemini::StreamTranslator::pending_bytes(self)
     }
 
+    fn held_bytes(&self) -> usize {
+        from_gemini::StreamTranslator::held_bytes(self)
+    }
+
     fn is_chat(&self) -> bool {
         false
     }

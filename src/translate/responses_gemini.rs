@@ -126,6 +126,10 @@ impl StreamTranslate for responses::ResponsesStreamTranslator {
         responses::ResponsesStreamTranslator::pending_bytes(self)
     }
 
+    fn held_bytes(&self) -> usize {
+        responses::ResponsesStreamTranslator::held_bytes(self)
+    }
+
     fn complete(&self) -> Option<Bytes> {
         self.final_response().map(Bytes::from)
     }

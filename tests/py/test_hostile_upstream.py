@@ -361,6 +361,35 @@ def test_item2_endless_body_is_bounded_and_ends_in_an_error(mock, hg, case):
     base.check_recovered(mock)
 
 
+def test_item2_a_responses_stream_too_long_to_hold_ends_failed_and_bounded(mock, start_gateway):
+    """Every event well-formed, but 32 MiB of text: the Responses stream keeps the answer for
+    its final `response` object, so past what a stream may hold (16 MiB) it ends with
+    `response.failed` instead of holding more (96 MiB grew RSS by 265 MB before). The mock
+    writes that body up front, hence the long upstream timeout."""
+    cfg = hostile_config(mock)
+    cfg["providers"]["gemini"]["timeout"] = 90_000
+    g = start_gateway(cfg)
+    base = Baseline(g)
+    mock.faults({"action": "size", "size_bytes": 32 * MiB, "events": 512, "path_contains": "streamGenerateContent"})
+    body = {"model": "gemini-2.0-flash", "input": "a very long answer", "stream": True}
+    with RssWatch(g.proc.pid) as watch:
+        with requests.post(g.url + "/v1/responses", json=body, headers=NO_GZIP, stream=True, timeout=120) as r:
+            assert r.status_code == 200, r.text[:300]
+            raw = b"".join(r.iter_content(MiB))
+    assert not watch.killed, watch.describe()
+    assert watch.growth_mb < STREAM_RSS_BOUND_MB, watch.describe()
+    events = [json.loads(d) for d in sse_data(raw)]
+    kinds = [e.get("type") for e in events]
+    assert kinds[-1] == "response.failed", kinds[-3:]
+    assert "response.completed" not in kinds
+    assert "larger than" in json.dumps(events[-1]["response"]["error"]), events[-1]["response"]["error"]
+    seq = [e["sequence_number"] for e in events]
+    assert seq == list(range(len(seq)))
+    relayed = sum(len(e.get("delta", "")) for e in events if e.get("type") == "response.output_text.delta")
+    assert 15 * MiB < relayed < 17 * MiB, relayed
+    base.check_recovered(mock)
+
+
 @pytest.mark.parametrize("case", ["openai-stream", "gemini-stream", "native-gemini-stream", "openai", "gemini"])
 def test_item2_client_hang_up_stops_the_endless_upstream_read(mock, hg, case):
     """Item 2: after the client hangs up, the upstream connection is closed and RSS stops."""

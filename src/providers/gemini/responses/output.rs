@@ -64,6 +64,8 @@ pub(super) struct Output {
     end: Option<End>,
     started: bool,
     args: Vec<u8>,
+    /// Bytes of text, arguments and signatures the items hold (the stream's bound).
+    held: usize,
     /// The finished response object and where its `output` array is in it.
     body: Option<(Vec<u8>, std::ops::Range<usize>)>,
 }
@@ -82,8 +84,13 @@ impl Output {
             end: None,
             started: false,
             args: Vec::new(),
+            held: 0,
             body: None,
         }
+    }
+
+    pub(super) fn held_bytes(&self) -> usize {
+        self.held
     }
 
     pub(super) fn ended(&self) -> bool {
@@ -231,6 +238,11 @@ impl Output {
 
     fn part(&mut self, p: &RespPart<'_>, out: &mut Vec<u8>) {
         let sig = p.thought_signature.as_ref().map(|s| &*s.0);
+        let text = p.text.as_ref().map_or(0, |t| t.0.len());
+        // A call's arguments are counted once written; each part costs an item's worth.
+        self.held = self
+            .held
+            .saturating_add(64 + text + sig.map_or(0, str::len));
         if let Some(fc) = &p.function_call {
             return self.call(fc, sig, out);
         }
@@ -345,6 +357,7 @@ impl Output {
         }
         self.close(ItemStatus::Completed, out);
         write_args(fc.args.as_ref(), &mut self.args);
+        self.held = self.held.saturating_add(self.args.len() + fc.name.0.len());
         let item = FunctionCallItem {
             id,
             call_id,

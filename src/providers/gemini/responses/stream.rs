@@ -87,6 +87,11 @@ impl ResponsesStreamTranslator {
         self.parser.pending_bytes()
     }
 
+    /// What the final `response` object holds so far (text, arguments, signatures).
+    pub fn held_bytes(&self) -> usize {
+        self.output.held_bytes()
+    }
+
     /// The finished `response` object (completed or incomplete), for storage.
     pub fn final_response(&self) -> Option<Vec<u8>> {
         match self.state {

@@ -50,6 +50,10 @@ struct Call {
     args: String,
 }
 
+/// Function calls one answer may open: far more than any model makes, few enough that finding
+/// a call's earlier deltas stays cheap.
+const MAX_CALLS: usize = 1024;
+
 /// The stream state machine; see the module docs.
 pub struct StreamTranslator {
     sse: SseParser,
@@ -59,6 +63,8 @@ pub struct StreamTranslator {
     model: String,
     id: String,
     calls: Vec<Call>,
+    /// Bytes the calls hold (names, arguments, ids): the stream's bound.
+    held: usize,
     /// Choices that finished, with Gemini's reason, waiting for the usage.
     finished: Vec<(u32, &'static str)>,
     usage: Option<UsageMetadataOut>,
@@ -75,6 +81,7 @@ impl StreamTranslator {
             model: model.to_string(),
             id: id.to_string(),
             calls: Vec::new(),
+            held: 0,
             finished: Vec::new(),
             usage: None,
             done: false,
@@ -151,6 +158,11 @@ impl StreamTranslator {
                         .calls
                         .iter()
                         .rposition(|k| k.choice == choice.index && k.index == index);
+                    if (pos.is_none() || starts) && self.calls.len() >= MAX_CALLS {
+                        // Counted as over the bound: the pump ends the answer.
+                        self.held = usize::MAX;
+                        break;
+                    }
                     let call = match (pos, starts) {
                         (Some(p), false) => &mut self.calls[p],
                         _ => {
@@ -165,14 +177,18 @@ impl StreamTranslator {
                             &mut self.calls[last]
                         }
                     };
+                    let mut grew = tc.id.as_ref().map_or(0, |i| i.0.len());
                     if let Some(f) = &tc.function {
                         if let Some(n) = &f.name {
                             call.name.push_str(&n.0);
+                            grew += n.0.len();
                         }
                         if let Some(a) = &f.arguments {
                             call.args.push_str(&a.0);
+                            grew += a.0.len();
                         }
                     }
+                    self.held = self.held.saturating_add(grew);
                 }
             }
             if let Some(r) = &choice.finish_reason {
@@ -333,6 +349,11 @@ impl StreamTranslator {
     /// Upstream bytes held waiting for the end of an event.
     pub fn pending_bytes(&self) -> usize {
         self.sse.pending_bytes()
+    }
+
+    /// What the function calls hold until the last chunk writes them.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 }
 

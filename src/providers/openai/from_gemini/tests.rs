@@ -630,3 +630,24 @@ fn errors_in_google_shape() {
     let v: Value = serde_json::from_slice(&openai_error_to_google(502, b"Bad Gateway")).unwrap();
     assert_eq!(v["error"]["message"], "Bad Gateway");
 }
+
+#[test]
+fn what_the_calls_hold_is_counted_and_their_number_bounded() {
+    let call = |i: usize, id: &str, args: &str| {
+        format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":{i},\"id\":\"{id}\",\"function\":{{\"name\":\"f\",\"arguments\":\"{args}\"}}}}]}}}}]}}\n\n"
+        )
+    };
+    let mut t = StreamTranslator::new(Framing::Sse, "m", "id");
+    let mut out = Vec::new();
+    t.push(call(0, "c0", "{}").as_bytes(), &mut out);
+    // id + name + arguments
+    assert_eq!(t.held_bytes(), 2 + 1 + 2);
+    let many: String = (1..=1024).map(|i| call(i, &format!("c{i}"), "")).collect();
+    t.push(many.as_bytes(), &mut out);
+    assert_eq!(
+        t.held_bytes(),
+        usize::MAX,
+        "the 1,025th call is past the bound"
+    );
+}
