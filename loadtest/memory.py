@@ -150,7 +150,7 @@ def endless(g, m, secs=3.0):
 # src/conversations/memory.rs: 2 * size_of::<(Key, Slot)>() + 4 * size_of::<(Key, u64)>() + 128
 # = 2 * 192 + 4 * 48 + 128 on x86_64 (the layouts rebuilt with rustc: Key 32 bytes, aligned 16;
 # Slot 160; the pair 192; (Key, u64) 48).
-ENTRY_OVERHEAD = 704
+ENTRY_OVERHEAD = 576
 DEFAULT_MAX_STORED = 10_000
 DEFAULT_MAX_STORED_BYTES = 128 * 1024 * 1024
 

@@ -6,12 +6,12 @@
 //! never held across an `.await`.
 //!
 //! The bound: at most `max_entries` entries, and Σ (payload + [`ENTRY_OVERHEAD`]) ≤ `max_bytes`,
-//! where payload is [`StoredResponse::payload_len`]. So memory ≈ the stored bytes plus about
+//! where payload is [`StoredResponse::payload_len`] (held as a [`Packed`]). So memory ≈ the stored bytes plus about
 //! [`ENTRY_OVERHEAD`] per entry, the bookkeeping included (the queue holds at most twice the
 //! live entries plus [`QUEUE_SLACK`] nodes). The payload is counted as the `Bytes` given: a
 //! slice of a larger buffer keeps that whole buffer alive, so callers pass buffers of their own.
 
-use super::{Key, StoredResponse};
+use super::{Key, Packed, StoredResponse};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ pub(super) struct Slot {
     size: usize,
     /// Redis confirmed the write (see [`Visible::LocalOnly`]).
     pub(super) in_redis: bool,
-    value: StoredResponse,
+    value: Packed,
 }
 
 /// Hashes a [`Key`] by mixing its words: its id is 128 random bits the gateway minted and its
@@ -119,15 +119,15 @@ impl Inner {
         self.map.get(key).is_some_and(|s| s.seq == seq)
     }
 
-    /// Drops the front entry (stale nodes on the way included); false when the queue is empty.
-    fn evict_oldest(&mut self) -> bool {
+    /// Takes the front entry out (stale nodes on the way dropped); `None` when the queue is
+    /// empty.
+    fn evict_oldest(&mut self) -> Option<Slot> {
         while let Some((key, seq)) = self.order.pop_front() {
             if self.is_live(&key, seq) {
-                self.take(&key);
-                return true;
+                return self.take(&key);
             }
         }
-        false
+        None
     }
 
     /// Drops expired entries from the front: they are the oldest.
@@ -179,10 +179,8 @@ impl MemoryStore {
 
     /// Stores `value` (replacing `key`'s entry), evicting the oldest entries until both bounds
     /// hold. An entry larger than the whole byte bound is not kept. Returns its insertion
-    /// number for [`Self::mark_in_redis`].
-    /// Keeps `value`, which [`StoredResponse::exact`] or [`StoredResponse::assemble`] made
-    /// (its bytes in one buffer of their length: what the byte bound counts is what is held).
-    pub(super) fn put_exact(&self, key: Key, value: StoredResponse) -> u64 {
+    /// number for [`Self::mark_in_redis`]. Evicted entries are freed after the lock.
+    pub(super) fn put_exact(&self, key: Key, value: Packed) -> u64 {
         self.put_exact_at(key, value, Instant::now())
     }
 
@@ -194,10 +192,10 @@ impl MemoryStore {
     /// At `now`, making `value` exact first (tests build entries of any shape).
     #[cfg(test)]
     pub(super) fn put_at(&self, key: Key, value: StoredResponse, now: Instant) -> u64 {
-        self.put_exact_at(key, value.exact(), now)
+        self.put_exact_at(key, Packed::of(&value), now)
     }
 
-    fn put_exact_at(&self, key: Key, value: StoredResponse, now: Instant) -> u64 {
+    fn put_exact_at(&self, key: Key, value: Packed, now: Instant) -> u64 {
         let size = value.payload_len().saturating_add(ENTRY_OVERHEAD);
         let mut g = self.lock();
         let seq = g.next_seq;
@@ -230,13 +228,17 @@ impl MemoryStore {
         // Expired first, then oldest, until both bounds hold again (the new entry, at the
         // back, is never the one evicted while another is left).
         g.purge_expired(now);
-        while (g.map.len() > self.max_entries || g.bytes > self.max_bytes)
-            && g.map.len() > 1
-            && g.evict_oldest()
-        {}
+        // The usual eviction, one entry, is freed after the unlock (its memory is the coldest
+        // there is); any more go at once.
+        let mut evicted = None;
+        while (g.map.len() > self.max_entries || g.bytes > self.max_bytes) && g.map.len() > 1 {
+            let Some(slot) = g.evict_oldest() else { break };
+            drop(evicted.replace(slot));
+        }
         g.compact();
         drop(g);
         drop(replaced);
+        drop(evicted);
         seq
     }
 
@@ -266,10 +268,12 @@ impl MemoryStore {
             drop(expired);
             return None;
         }
-        match visible {
+        let value = match visible {
             Visible::LocalOnly if slot.in_redis => None,
             Visible::All | Visible::LocalOnly => Some(slot.value.clone()),
-        }
+        };
+        drop(g);
+        value.map(|v| v.view(key.id_string()))
     }
 
     /// Removes `key`'s entry; `None` when there was none (or it had expired).
@@ -526,7 +530,8 @@ mod tests {
         let mut grown = Vec::with_capacity(4096);
         grown.extend_from_slice(b"{\"id\":\"r\"}");
         let r = StoredResponse {
-            id: "resp_gw1".into(),
+            // The id comes back from the key, as minted.
+            id: format!("resp_gw{:032x}", 1),
             response: Bytes::from(grown),
             input_items: Bytes::from_static(b"[1]"),
             context: Bytes::from_static(b"[1,2]"),

@@ -72,34 +72,61 @@ pub struct StoredResponse {
 }
 
 impl StoredResponse {
-    /// The same bytes in one buffer of exactly their length, which the three fields slice.
-    /// What a serialiser grew by doubling keeps up to twice its length allocated
-    /// (`Bytes::from(Vec)` keeps the capacity), which would make `max_stored_bytes` count half
-    /// of what the memory store holds; one buffer is also one allocation (and one free at
-    /// eviction) rather than three.
+    /// The same bytes in one buffer of exactly their length, which the three fields slice
+    /// (as the memory tier holds them: [`Packed`]).
     pub fn exact(self) -> Self {
-        let (r, i, c) = (
-            self.response.len(),
-            self.input_items.len(),
-            self.context.len(),
-        );
-        let mut buf = Vec::with_capacity(r + i + c);
-        buf.extend_from_slice(&self.response);
-        buf.extend_from_slice(&self.input_items);
-        buf.extend_from_slice(&self.context);
-        let buf = Bytes::from(buf);
-        StoredResponse {
-            id: self.id.into_boxed_str().into(),
-            response: buf.slice(..r),
-            input_items: buf.slice(r..r + i),
-            context: buf.slice(r + i..),
+        Packed::of(&self).view(self.id)
+    }
+
+    /// A response, its input items and its context joined from JSON arrays, as
+    /// [`Packed::assemble`] holds them.
+    pub fn assemble(id: String, response: &[u8], input_items: &[u8], context: &[&[u8]]) -> Self {
+        Packed::assemble(response, input_items, context).view(id)
+    }
+
+    /// The bytes it holds; what the memory bound counts (plus [`ENTRY_OVERHEAD`]).
+    pub fn payload_len(&self) -> usize {
+        self.id.len() + self.response.len() + self.input_items.len() + self.context.len()
+    }
+}
+
+/// An entry as the memory tier holds it: the three parts in one buffer of exactly their
+/// length, the id left to the [`Key`]. What a serialiser grew by doubling keeps up to twice its
+/// length allocated, which would make `max_stored_bytes` count half of what is held; and a
+/// whole, unsliced `Bytes` needs no shared header, so an entry is one allocation and one free
+/// at eviction, and its map slot (written cold on every store) is half the size.
+#[derive(Clone)]
+pub(crate) struct Packed {
+    buf: Bytes,
+    response_end: usize,
+    items_end: usize,
+}
+
+impl Packed {
+    fn new(buf: Vec<u8>, response_end: usize, items_end: usize) -> Self {
+        // Exactly its length (no realloc: the callers reserved it), so that the `Bytes` owns
+        // the allocation outright.
+        let buf = Bytes::from(buf.into_boxed_slice());
+        Packed {
+            buf,
+            response_end,
+            items_end,
         }
     }
 
+    /// `r`'s parts, copied.
+    fn of(r: &StoredResponse) -> Self {
+        let (a, b) = (r.response.len(), r.input_items.len());
+        let mut buf = Vec::with_capacity(a + b + r.context.len());
+        buf.extend_from_slice(&r.response);
+        buf.extend_from_slice(&r.input_items);
+        buf.extend_from_slice(&r.context);
+        Self::new(buf, a, a + b)
+    }
+
     /// A response, its input items and its context joined from JSON arrays (`[a,b]` + `[]` +
-    /// `[c]` → `[a,b,c]`; a part that is not an array adds nothing), in one buffer of exactly
-    /// their length as [`Self::exact`] makes it.
-    pub fn assemble(id: String, response: &[u8], input_items: &[u8], context: &[&[u8]]) -> Self {
+    /// `[c]` → `[a,b,c]`; a part that is not an array adds nothing).
+    fn assemble(response: &[u8], input_items: &[u8], context: &[&[u8]]) -> Self {
         let parts = || {
             context
                 .iter()
@@ -120,18 +147,30 @@ impl StoredResponse {
             buf.extend_from_slice(p);
         }
         buf.push(b']');
-        let buf = Bytes::from(buf);
+        Self::new(buf, r, r + i)
+    }
+
+    /// The response, its input items and its context.
+    fn parts(&self) -> (&[u8], &[u8], &[u8]) {
+        let (r, i) = (self.response_end, self.items_end);
+        (&self.buf[..r], &self.buf[r..i], &self.buf[i..])
+    }
+
+    /// As a [`StoredResponse`] (slices of the one buffer).
+    fn view(&self, id: String) -> StoredResponse {
+        let (r, i) = (self.response_end, self.items_end);
         StoredResponse {
-            id: id.into_boxed_str().into(),
-            response: buf.slice(..r),
-            input_items: buf.slice(r..r + i),
-            context: buf.slice(r + i..),
+            id,
+            response: self.buf.slice(..r),
+            input_items: self.buf.slice(r..i),
+            context: self.buf.slice(i..),
         }
     }
 
-    /// The bytes it holds; what the memory bound counts (plus [`ENTRY_OVERHEAD`]).
-    pub fn payload_len(&self) -> usize {
-        self.id.len() + self.response.len() + self.input_items.len() + self.context.len()
+    /// What [`StoredResponse::payload_len`] counts for the same entry (a minted id is
+    /// [`ID_LEN`] long).
+    fn payload_len(&self) -> usize {
+        ID_LEN + self.buf.len()
     }
 }
 
@@ -201,6 +240,11 @@ impl Key {
 
     /// `llmgw:resp:<tenant hash>:<id>`: readable with `redis-cli`, one tenant's keys share a
     /// prefix (`SCAN` finds them), and no secret is in it.
+    /// The id as minted (`resp_gw` and 32 hex digits).
+    fn id_string(&self) -> String {
+        format!("{ID_PREFIX}{:032x}", self.id)
+    }
+
     fn redis_key(&self) -> String {
         format!(
             "{REDIS_PREFIX}{}:{ID_PREFIX}{:032x}",
@@ -267,7 +311,7 @@ impl ConversationStore {
     /// this instance finds it even before Redis confirms), then in Redis (`SET … PX ttl`). An
     /// id that is not [`is_minted`] is not stored (a caller bug, logged).
     pub async fn put(&self, tenant: &Tenant, r: StoredResponse) {
-        self.put_exact(tenant, r.exact()).await
+        self.store(tenant, &r.id, Packed::of(&r)).await
     }
 
     /// As [`Self::put`], for an answer the proxy just wrote: the response, its input items
@@ -276,25 +320,28 @@ impl ConversationStore {
     pub async fn keep(
         &self,
         tenant: &Tenant,
-        id: String,
+        id: &str,
         response: &[u8],
         input_items: &[u8],
         context: &[&[u8]],
     ) {
-        let r = StoredResponse::assemble(id, response, input_items, context);
-        self.put_exact(tenant, r).await
+        let p = Packed::assemble(response, input_items, context);
+        self.store(tenant, id, p).await
     }
 
-    async fn put_exact(&self, tenant: &Tenant, r: StoredResponse) {
-        let Some(key) = Key::new(tenant, &r.id) else {
+    async fn store(&self, tenant: &Tenant, id: &str, p: Packed) {
+        let Some(key) = Key::new(tenant, id) else {
             log::warn!(
                 target: "gateway:responses",
                 "not storing a response whose id the gateway did not mint"
             );
             return;
         };
-        let wire = self.redis.as_ref().map(|_| redis_backend::encode(&r));
-        let seq = self.memory.put_exact(key, r);
+        let wire = self.redis.as_ref().map(|_| {
+            let (r, i, c) = p.parts();
+            redis_backend::encode_parts(id, r, i, c)
+        });
+        let seq = self.memory.put_exact(key, p);
         if let (Some(redis), Some(wire)) = (&self.redis, wire) {
             if redis.put(key.redis_key(), wire, self.ttl).await {
                 self.memory.mark_in_redis(&key, seq);

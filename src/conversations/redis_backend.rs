@@ -34,16 +34,21 @@ const MAX_HEADER: usize = MAGIC.len() + ID_LEN + 2 * 21 + 1;
 /// `llmgw-resp1 <id> <response len> <input_items len>\n` then the three JSON documents back to
 /// back (the context runs to the end): one short line readable with `redis-cli`, the payload
 /// as it is, no escaping.
+#[cfg(test)]
 pub(super) fn encode(r: &StoredResponse) -> Vec<u8> {
-    let header = format!("{} {} {}\n", r.id, r.response.len(), r.input_items.len());
+    encode_parts(&r.id, &r.response, &r.input_items, &r.context)
+}
+
+pub(super) fn encode_parts(id: &str, response: &[u8], items: &[u8], context: &[u8]) -> Vec<u8> {
+    let header = format!("{} {} {}\n", id, response.len(), items.len());
     let mut out = Vec::with_capacity(
-        MAGIC.len() + header.len() + r.response.len() + r.input_items.len() + r.context.len(),
+        MAGIC.len() + header.len() + response.len() + items.len() + context.len(),
     );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(&r.response);
-    out.extend_from_slice(&r.input_items);
-    out.extend_from_slice(&r.context);
+    out.extend_from_slice(response);
+    out.extend_from_slice(items);
+    out.extend_from_slice(context);
     out
 }
 

@@ -149,7 +149,7 @@ pub async fn keep(
         .conversations
         .keep(
             tenant,
-            id.into_owned(),
+            &id,
             response,
             input_items,
             &[previous, input_items, output],
