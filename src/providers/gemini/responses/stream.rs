@@ -166,6 +166,23 @@ mod tests {
         "cachedContentTokenCount":1,"totalTokenCount":9}}
     ]"#;
 
+    /// [`MIXED`] as one whole answer: every chunk's parts, the last chunk's end and usage.
+    fn mixed_whole() -> Value {
+        let parts: Vec<Value> = v(MIXED)
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| {
+                c["candidates"][0]["content"]["parts"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        json!({"candidates":[{"content":{"parts":parts},"finishReason":"STOP"}],
+            "usageMetadata":v(MIXED)[4]["usageMetadata"]})
+    }
+
     #[test]
     fn text_stream_event_sequence() {
         let (out, ok, _) = run(&sse_of(fixture!("stream_text.json")), &[]);
@@ -324,19 +341,7 @@ mod tests {
             &fin, completed,
             "final_response is what response.completed carried"
         );
-        let parts: Vec<Value> = v(MIXED)
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|c| {
-                c["candidates"][0]["content"]["parts"]
-                    .as_array()
-                    .unwrap()
-                    .clone()
-            })
-            .collect();
-        let whole = json!({"candidates":[{"content":{"parts":parts},"finishReason":"STOP"}],
-            "usageMetadata":v(MIXED)[4]["usageMetadata"]});
+        let whole = mixed_whole();
         let (body, _, usage) =
             responses_response(whole.to_string().as_bytes(), rcx(&json!({"input":"q"}))).unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
@@ -408,19 +413,7 @@ mod tests {
             .map(|e| e["output_index"].as_u64().unwrap())
             .collect();
         assert_eq!(indexes, [0, 1, 2, 3, 4, 5]);
-        let parts: Vec<Value> = v(MIXED)
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|c| {
-                c["candidates"][0]["content"]["parts"]
-                    .as_array()
-                    .unwrap()
-                    .clone()
-            })
-            .collect();
-        let whole = json!({"candidates":[{"content":{"parts":parts},"finishReason":"STOP"}],
-            "usageMetadata":v(MIXED)[4]["usageMetadata"]});
+        let whole = mixed_whole();
         let (body, _, _) = responses_response(whole.to_string().as_bytes(), rcx(&req)).unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body, fin, "the whole answer keeps the same one call");
