@@ -6,10 +6,10 @@
 //! never held across an `.await`.
 //!
 //! The bound: at most `max_entries` entries, and Σ (payload + [`ENTRY_OVERHEAD`]) ≤ `max_bytes`,
-//! where payload is [`StoredResponse::payload_len`] (held as a [`Packed`]). So memory ≈ the stored bytes plus about
+//! where payload is [`StoredResponse::payload_len`]. So memory ≈ the stored bytes plus about
 //! [`ENTRY_OVERHEAD`] per entry, the bookkeeping included (the queue holds at most twice the
-//! live entries plus [`QUEUE_SLACK`] nodes). The payload is counted as the `Bytes` given: a
-//! slice of a larger buffer keeps that whole buffer alive, so callers pass buffers of their own.
+//! live entries plus [`QUEUE_SLACK`] nodes). Each entry is a [`Packed`]: one buffer of exactly
+//! its length, which is what the payload counts.
 
 use super::{Key, Packed, StoredResponse};
 use std::collections::{HashMap, VecDeque};

@@ -238,13 +238,13 @@ impl Key {
         })
     }
 
-    /// `llmgw:resp:<tenant hash>:<id>`: readable with `redis-cli`, one tenant's keys share a
-    /// prefix (`SCAN` finds them), and no secret is in it.
     /// The id as minted (`resp_gw` and 32 hex digits).
     fn id_string(&self) -> String {
         format!("{ID_PREFIX}{:032x}", self.id)
     }
 
+    /// `llmgw:resp:<tenant hash>:<id>`: readable with `redis-cli`, one tenant's keys share a
+    /// prefix (`SCAN` finds them), and no secret is in it.
     fn redis_key(&self) -> String {
         format!(
             "{REDIS_PREFIX}{}:{ID_PREFIX}{:032x}",
