@@ -244,12 +244,18 @@ struct Head {
     service_tier: Option<Value>,
 }
 
+/// The longest stream assembled for the cache; a longer answer is relayed but not stored, so
+/// what the assembler holds stays bounded however long an upstream streams.
+pub const MAX_ASSEMBLED: usize = 16 * 1024 * 1024;
+
 /// Assembles a streamed OpenAI answer (SSE bytes in arbitrary splits, as relayed to the client)
 /// into the equivalent non-streamed `chat.completion`, so a streamed miss can be stored. A stream
 /// that did not end properly is never stored.
 #[derive(Default)]
 pub struct StreamAssembler {
     parser: SseParser,
+    /// Bytes fed so far: past [`MAX_ASSEMBLED`] the answer is not stored.
+    fed: usize,
     head: Option<Head>,
     choices: BTreeMap<u64, ChoiceAcc>,
     usage: Option<Value>,
@@ -268,6 +274,15 @@ impl StreamAssembler {
     pub fn push(&mut self, chunk: &[u8]) {
         if self.broken || self.done {
             return; // nothing more can change the outcome: don't buffer
+        }
+        self.fed = self.fed.saturating_add(chunk.len());
+        if self.fed > MAX_ASSEMBLED {
+            // Too long to keep: dropped now rather than at the end.
+            *self = StreamAssembler {
+                broken: true,
+                ..StreamAssembler::default()
+            };
+            return;
         }
         self.parser.push(chunk);
         while let Some(ev) = self.parser.next_event() {

@@ -290,3 +290,30 @@ data: [DONE]\n\ndata: {not even json}\n\n";
     assert_eq!(got["choices"][1]["finish_reason"], "stop");
     assert!(got.get("usage").is_none(), "no usage chunk, no usage");
 }
+
+#[test]
+fn a_stream_longer_than_the_bound_is_not_assembled_nor_held() {
+    let piece = format!(
+        "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+        "x".repeat(64 * 1024)
+    );
+    let end = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    // Just under the bound it is assembled whole...
+    let mut a = StreamAssembler::new();
+    let fits = (MAX_ASSEMBLED - end.len()) / piece.len();
+    for _ in 0..fits {
+        a.push(piece.as_bytes());
+    }
+    a.push(end.as_bytes());
+    let whole = json(&a.finish().expect("a stream under the bound is stored"));
+    let text = whole["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(text.len(), fits * 64 * 1024);
+    // ...two pieces more (past it, whatever the end's length) and nothing is kept.
+    let mut a = StreamAssembler::new();
+    for _ in 0..fits + 2 {
+        a.push(piece.as_bytes());
+    }
+    assert!(a.choices.is_empty(), "nothing held past the bound");
+    a.push(end.as_bytes());
+    assert!(a.finish().is_none());
+}
